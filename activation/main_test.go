@@ -1,0 +1,276 @@
+package activation
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	sdactivation "github.com/coreos/go-systemd/v22/activation"
+	"golang.org/x/sys/unix"
+)
+
+// helperEnv selects the helper a re-run test binary acts as.
+const helperEnv = "CORRAL_ACTIVATION_TEST_HELPER"
+
+// testTimeout bounds each child process and each dial in these tests.
+const testTimeout = 20 * time.Second
+
+// helpers are the roles a child test binary can play. Each writes a report
+// to w, a line "ready", and then serves; an error ends the child with status 1
+// after a line "error: ...".
+var helpers = map[string]func(w io.Writer) error{
+	"listeners": helperListeners,
+	"inherited": helperInherited,
+	"env":       helperEnvReport,
+}
+
+func TestMain(m *testing.M) {
+	MaybeRunTrampoline()
+	if name := os.Getenv(helperEnv); name != "" {
+		runHelper(name)
+	}
+	os.Exit(m.Run())
+}
+
+func runHelper(name string) {
+	h, ok := helpers[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
+		os.Exit(2)
+	}
+	if err := h(os.Stdout); err != nil {
+		fmt.Printf("error: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// helperListeners takes the sockets with go-systemd, which insists that
+// LISTEN_PID is this process, and reports "listener NAME ADDR" per socket.
+func helperListeners(w io.Writer) error {
+	env := os.Getenv("LISTEN_PID") + "/" + os.Getenv("LISTEN_FDS")
+	byName, err := sdactivation.ListenersWithNames()
+	if err != nil {
+		return err
+	}
+	if len(byName) == 0 {
+		return fmt.Errorf("no listeners (LISTEN_PID/LISTEN_FDS %s, pid %d)", env, os.Getpid())
+	}
+	var lns []net.Listener
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		for _, ln := range byName[name] {
+			addr := ln.Addr().String()
+			if ln.Addr().Network() == "unix" {
+				addr = "unix:" + addr
+			}
+			fmt.Fprintf(w, "listener %s %s\n", name, addr)
+			lns = append(lns, ln)
+		}
+	}
+	fmt.Fprintln(w, "ready")
+	return servePID(lns)
+}
+
+// helperInherited takes the sockets with Inherited and reports
+// "socket NAME ADDR fd=N cloexec=BOOL" per socket, and any LISTEN_*
+// variable left in the environment.
+func helperInherited(w io.Writer) error {
+	socks, err := Inherited()
+	if err != nil {
+		return err
+	}
+	if socks == nil {
+		return errors.New("not socket-activated")
+	}
+	for _, k := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		if v, ok := os.LookupEnv(k); ok {
+			fmt.Fprintf(w, "env %s=%s\n", k, v)
+		}
+	}
+	lns := make([]net.Listener, len(socks))
+	for i, s := range socks {
+		fd, flags, err := fdFlags(s.File, unix.F_GETFD)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "socket %s %s fd=%d cloexec=%t\n", s.Name, s.Addr, fd, flags&unix.FD_CLOEXEC != 0)
+		if lns[i], err = net.FileListener(s.File); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(w, "ready")
+	return servePID(lns)
+}
+
+// fdFlags returns f's descriptor and the result of fcntl(fd, cmd), without
+// changing the blocking mode as f.Fd would.
+func fdFlags(f *os.File, cmd int) (fd, flags int, err error) {
+	var fcntlErr error
+	err = withFd(f, func(n int) {
+		fd = n
+		flags, fcntlErr = unix.FcntlInt(uintptr(n), cmd, 0)
+	})
+	return fd, flags, errors.Join(err, fcntlErr)
+}
+
+// helperEnvReport reports its arguments and LISTEN_PID.
+func helperEnvReport(w io.Writer) error {
+	pid, ok := os.LookupEnv("LISTEN_PID")
+	fmt.Fprintf(w, "args %q\nLISTEN_PID %q %t\nready\n", os.Args[1:], pid, ok)
+	return nil
+}
+
+// servePID accepts one connection on each listener and writes this
+// process' PID to it.
+func servePID(lns []net.Listener) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(lns))
+	for i, ln := range lns {
+		wg.Go(func() {
+			conn, err := ln.Accept()
+			if err == nil {
+				_, err = fmt.Fprintf(conn, "%d\n", os.Getpid())
+				err = errors.Join(err, conn.Close())
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// testBinary returns the absolute path of this test binary.
+func testBinary(t *testing.T) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// childEnv returns this process' environment without LISTEN_* variables,
+// plus extra.
+func childEnv(extra ...string) []string {
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "LISTEN_") })
+	return append(env, extra...)
+}
+
+// trampolineHelper returns a command that runs this test binary as helper
+// through the trampoline, with socks as fds 3.. and Env(socks).
+func trampolineHelper(t *testing.T, helper string, socks []Socket, args ...string) *exec.Cmd {
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	t.Cleanup(cancel)
+	path, argv := TrampolineCommand(testBinary(t), args)
+	cmd := exec.CommandContext(ctx, path, argv...)
+	cmd.Env = childEnv(append(Env(socks), helperEnv+"="+helper)...)
+	for _, s := range socks {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, s.File)
+	}
+	return cmd
+}
+
+// child is a started helper process and its report.
+type child struct {
+	cmd    *exec.Cmd
+	stdout *bufio.Scanner
+	stderr strings.Builder
+	report []string // lines before "ready"
+	err    string   // the "error: " line, if the helper failed
+}
+
+// startChild starts cmd and reads its report.
+func startChild(t *testing.T, cmd *exec.Cmd) *child {
+	t.Helper()
+	c := newChild(t, cmd)
+	c.readReport(t)
+	return c
+}
+
+// newChild starts cmd with its stdout piped to the returned child.
+func newChild(t *testing.T, cmd *exec.Cmd) *child {
+	t.Helper()
+	c := &child{cmd: cmd}
+	cmd.Stderr = &c.stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.stdout = bufio.NewScanner(out)
+	return c
+}
+
+// readReport reads the child's report up to "ready", an error line or the
+// end of its output, which fails t.
+func (c *child) readReport(t *testing.T) {
+	t.Helper()
+	for c.stdout.Scan() {
+		line := c.stdout.Text()
+		if line == "ready" {
+			return
+		}
+		if msg, ok := strings.CutPrefix(line, "error: "); ok {
+			c.err = msg
+			return
+		}
+		c.report = append(c.report, line)
+	}
+	err := c.cmd.Wait()
+	t.Fatalf("child ended before reporting (%v); stdout %q; stderr:\n%s", err, c.report, &c.stderr)
+}
+
+// mustSucceed fails t unless the child reported without error and exits 0.
+func (c *child) mustSucceed(t *testing.T) {
+	t.Helper()
+	if c.err != "" {
+		t.Fatalf("child failed: %s; stderr:\n%s", c.err, &c.stderr)
+	}
+	if err := c.cmd.Wait(); err != nil {
+		t.Fatalf("child: %v; stderr:\n%s", err, &c.stderr)
+	}
+}
+
+// dialPID connects to a socket given as Socket.Addr and returns the PID
+// the peer writes.
+func dialPID(t *testing.T, addr string) int {
+	t.Helper()
+	network, address := dialNetwork(addr)
+	conn, err := net.DialTimeout(network, address, testTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	return readPID(t, conn)
+}
+
+// readPID reads a PID line from conn.
+func readPID(t *testing.T, conn net.Conn) int {
+	t.Helper()
+	if err := conn.SetDeadline(time.Now().Add(testTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("read PID: %v", err)
+	}
+	return pid
+}

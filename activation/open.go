@@ -1,0 +1,237 @@
+package activation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Socket is one listening socket to hand to workers. File is owned by the
+// caller of Inherited or Open; close it with Close.
+type Socket struct {
+	// Name is the LISTEN_FDNAMES entry: systemd's FileDescriptorName= or
+	// socket unit name, NAME from --listen NAME=ADDR, or "unknown" when none
+	// was given (systemd's own convention).
+	Name string
+	// Addr is human-readable, for logs: "127.0.0.1:8080", "[::1]:8080",
+	// "unix:/run/x.sock".
+	Addr string
+	// File is the listening socket, in blocking mode when Open made it.
+	File *os.File
+
+	// created is the unix socket file Open bound, which Close removes;
+	// nil for TCP and inherited sockets.
+	created *createdPath
+}
+
+// createdPath remembers a socket file and its identity, so Close removes
+// only the file Open created and not one that replaced it since.
+type createdPath struct {
+	path string
+	info fs.FileInfo
+}
+
+// unknownName is the name systemd gives a socket that has none.
+const unknownName = "unknown"
+
+// staleDialTimeout bounds the probe of an existing unix socket file.
+const staleDialTimeout = time.Second
+
+// Open binds and listens on each spec, in order, and returns one Socket per
+// spec with Name (or "unknown"), Addr from the bound address (so port 0
+// shows the port the kernel chose) and File, a descriptor in blocking mode.
+//
+// TCP sockets are opened with net.ListenConfig, without SO_REUSEPORT. A unix
+// socket file that already exists is removed first when it is a socket that
+// refuses connections (left behind by a process that died); Open fails when
+// something accepts connections there, or when the file is not a socket.
+//
+// On any failure Open closes every socket it opened, removes the unix socket
+// files it created, and returns an error naming the address and, where it
+// can, the fix: an address in use (errors.Is syscall.EADDRINUSE), a
+// privileged port (syscall.EACCES), an unknown host (*net.DNSError), a
+// missing directory or an address no interface has.
+func Open(specs []ListenSpec) ([]Socket, error) {
+	socks := make([]Socket, 0, len(specs))
+	for _, spec := range specs {
+		s, err := open(spec)
+		if err != nil {
+			_ = Close(socks) // the listen error is the one worth reporting
+			return nil, err
+		}
+		socks = append(socks, s)
+	}
+	return socks, nil
+}
+
+// open binds one spec and returns its Socket.
+func open(spec ListenSpec) (Socket, error) {
+	if spec.Network != "tcp" && spec.Network != "unix" {
+		return Socket{}, fmt.Errorf("listen %s: network %q is not tcp or unix", spec.Address, spec.Network)
+	}
+	if spec.Network == "unix" {
+		if err := removeStale(spec); err != nil {
+			return Socket{}, err
+		}
+	}
+	ln, err := new(net.ListenConfig).Listen(context.Background(), spec.Network, spec.Address)
+	if err != nil {
+		return Socket{}, listenError(spec, err)
+	}
+	s, err := detach(ln, spec)
+	if err != nil {
+		return Socket{}, fmt.Errorf("listen %s: %w", spec.display(), err)
+	}
+	return s, nil
+}
+
+// detach turns ln into a Socket holding a blocking duplicate of its
+// descriptor, and closes ln; on success a unix socket file stays in place.
+func detach(ln net.Listener, spec ListenSpec) (Socket, error) {
+	defer ln.Close()
+	s := Socket{Name: spec.Name}
+	if s.Name == "" {
+		s.Name = unknownName
+	}
+	f, err := ln.(interface{ File() (*os.File, error) }).File()
+	if err != nil {
+		return Socket{}, err
+	}
+	s.File = f
+	if err = setBlocking(f); err == nil {
+		s.Addr, err = fileAddr(f)
+	}
+	if ul, ok := ln.(*net.UnixListener); ok && err == nil {
+		var info fs.FileInfo
+		if info, err = os.Lstat(spec.Address); err == nil {
+			ul.SetUnlinkOnClose(false)
+			s.created = &createdPath{path: spec.Address, info: info}
+		}
+	}
+	if err != nil {
+		f.Close()
+		return Socket{}, err
+	}
+	return s, nil
+}
+
+// setBlocking clears O_NONBLOCK on f's open file description.
+func setBlocking(f *os.File) error {
+	if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
+		return fmt.Errorf("set blocking mode: %w", err)
+	}
+	return nil
+}
+
+// removeStale removes a unix socket file nobody listens on.
+func removeStale(spec ListenSpec) error {
+	info, err := os.Lstat(spec.Address)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", spec.display(), err)
+	}
+	if info.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("listen %s: %s exists and is not a socket: remove it or choose another path", spec.display(), spec.Address)
+	}
+	conn, err := net.DialTimeout("unix", spec.Address, staleDialTimeout)
+	if err == nil {
+		conn.Close()
+		return inUseError(spec)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("listen %s: probe existing socket: %w", spec.display(), err)
+	}
+	if err := os.Remove(spec.Address); err != nil {
+		return fmt.Errorf("listen %s: remove stale socket: %w", spec.display(), err)
+	}
+	return nil
+}
+
+// Close closes every socket's File, and removes the socket file of each unix
+// socket that Open created (never of inherited ones: systemd owns those). It
+// returns the errors of every close and removal that failed, joined, or nil;
+// a socket file already gone or replaced by another file is not an error.
+func Close(socks []Socket) error {
+	var errs []error
+	for _, s := range socks {
+		if s.File != nil {
+			if err := s.File.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close %s (%s): %w", s.Name, s.Addr, err))
+			}
+		}
+		if err := s.created.remove(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s (%s): %w", s.Name, s.Addr, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// remove deletes the socket file if it is still the one Open created.
+func (c *createdPath) remove() error {
+	if c == nil {
+		return nil
+	}
+	info, err := os.Lstat(c.path)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && !os.SameFile(info, c.info)) {
+		return nil
+	}
+	if err == nil {
+		err = os.Remove(c.path)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove socket file: %w", err)
+	}
+	return nil
+}
+
+// listenError explains a failed listen on spec and how to fix it.
+func listenError(spec ListenSpec, err error) error {
+	addr := spec.display()
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return inUseError(spec)
+	case errors.Is(err, syscall.EACCES) && spec.Network == "unix":
+		return fmt.Errorf("listen %s: %w: cannot create a socket in %s (check the directory's owner and mode)", addr, syscall.EACCES, filepath.Dir(spec.Address))
+	case errors.Is(err, syscall.EACCES) && privilegedPort(spec.Address):
+		return fmt.Errorf("listen %s: %w: ports below 1024 need root or CAP_NET_BIND_SERVICE (AmbientCapabilities=CAP_NET_BIND_SERVICE in the unit), or let systemd open the socket", addr, syscall.EACCES)
+	case errors.Is(err, syscall.ENOENT) && spec.Network == "unix":
+		return fmt.Errorf("listen %s: %w: create directory %s first (or use RuntimeDirectory= in the unit)", addr, syscall.ENOENT, filepath.Dir(spec.Address))
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("listen %s: %w: no local interface has that address", addr, syscall.EADDRNOTAVAIL)
+	case errors.As(err, &dnsErr):
+		return fmt.Errorf("listen %s: unknown host: %w; check the name or use an IP address", addr, dnsErr)
+	}
+	return fmt.Errorf("listen %s: %w", addr, err)
+}
+
+// inUseError is the error for an address another process listens on.
+func inUseError(spec ListenSpec) error {
+	find := "ss -lxp 'src " + spec.Address + "'"
+	if spec.Network == "tcp" {
+		_, port, _ := net.SplitHostPort(spec.Address)
+		find = "ss -ltnp 'sport = :" + port + "'"
+	}
+	return fmt.Errorf("listen %s: %w: another process is listening there (find it with: %s)", spec.display(), syscall.EADDRINUSE, find)
+}
+
+// privilegedPort reports whether the TCP address has a port from 1 to 1023.
+func privilegedPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n > 0 && n < 1024
+}
