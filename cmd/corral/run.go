@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/corraldev/corral/activation"
+	"github.com/corraldev/corral/config"
+	"github.com/corraldev/corral/control"
+	"github.com/corraldev/corral/notify"
+	"github.com/corraldev/corral/workers"
+	"github.com/spf13/pflag"
+)
+
+const runHelp = `Usage: corral run [flags] -- COMMAND [ARG...]
+
+Runs COMMAND as N workers that all get the same listening sockets, exactly as
+systemd passes them: fds 3.., LISTEN_FDS, LISTEN_FDNAMES, and LISTEN_PID set to
+the worker's own PID. A worker is online when it sends READY=1 (or "online") to
+$NOTIFY_SOCKET, which corral owns. Each worker also gets CORRAL_WORKER_INDEX
+(its slot, 0..N-1, also as NODE_APP_INSTANCE), CORRAL_WORKERS and
+CORRAL_GENERATION.
+
+Under systemd the sockets come from a socket unit; without it, give --listen.
+SIGHUP or 'corral reload' replaces the workers one slot at a time: a new worker
+starts, comes online, and only then is the old one sent the stop signal.
+SIGTERM or SIGINT drains every worker and exits; a second one kills them at once.
+`
+
+// runCommand is `corral run`.
+func runCommand(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("run", runHelp, stdout)
+	fs.SetInterspersed(false) // the command's own flags stay its own
+	var pl place
+	pl.bind(fs)
+	flagCfg := config.Default()
+	config.BindFlags(fs, &flagCfg)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	command := fs.Args()
+	load := func() (config.Config, error) { return loadConfig(pl.config, &flagCfg, fs, command) }
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	spec, err := buildSpec(cfg)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr)
+	socks, err := sockets(cfg, fs, log)
+	if err != nil {
+		return err
+	}
+	defer activation.Close(socks)
+	return supervise(pl, spec, socks, log, func() (workers.Spec, error) {
+		c, err := load()
+		if err != nil {
+			return workers.Spec{}, err
+		}
+		log.infof("reload: %s", c.Describe(c.Instances.Resolve(config.AvailableCPUs())))
+		return buildSpec(c)
+	})
+}
+
+// loadConfig reads the settings: defaults, the file, then the flags given.
+func loadConfig(path string, flagCfg *config.Config, fs *pflag.FlagSet, command []string) (config.Config, error) {
+	cfg := config.Default()
+	if path != "" {
+		var err error
+		if cfg, err = config.Load(path); err != nil {
+			return cfg, usageError{err}
+		}
+	}
+	config.Overlay(&cfg, flagCfg, fs)
+	if len(command) > 0 {
+		cfg.Command = command
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+// buildSpec turns settings into what the workers run, resolving the
+// command and the working directory now, so that a reload of a broken
+// release fails before any worker is touched.
+func buildSpec(cfg config.Config) (workers.Spec, error) {
+	dir := cfg.WorkingDirectory
+	if dir != "" {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return workers.Spec{}, usagef("working directory %q: not a directory that exists", dir)
+		}
+	}
+	path, err := activation.LookCommand(cfg.Command[0], dir)
+	if err != nil {
+		return workers.Spec{}, usageError{err}
+	}
+	return workers.Spec{
+		Path:          path,
+		Args:          cfg.Command[1:],
+		Env:           cfg.Env(os.Environ()),
+		Dir:           dir,
+		Instances:     cfg.Instances.Resolve(config.AvailableCPUs()),
+		Ready:         workers.ReadyMode(cfg.Ready),
+		ReadyTimeout:  time.Duration(cfg.ReadyTimeout),
+		StopTimeout:   time.Duration(cfg.StopTimeout),
+		StopSignal:    syscall.Signal(cfg.StopSignal),
+		MaxSurge:      cfg.MaxSurge,
+		ReloadFailure: workers.FailurePolicy(cfg.ReloadFailure),
+	}, nil
+}
+
+// sockets returns the sockets systemd passed, or opens the --listen ones.
+func sockets(cfg config.Config, fs *pflag.FlagSet, log *logger) ([]activation.Socket, error) {
+	inherited, err := activation.Inherited()
+	if err != nil {
+		return nil, fmt.Errorf("sockets from systemd: %w", err)
+	}
+	if len(inherited) > 0 {
+		if len(cfg.Listen) > 0 {
+			log.infof("systemd passed %d sockets; ignoring the listen setting (%d addresses)", len(inherited), len(cfg.Listen))
+		}
+		return inherited, nil
+	}
+	if len(cfg.Listen) == 0 {
+		return nil, usagef("no sockets for the workers: give --listen ADDR (for example --listen 127.0.0.1:8080), set listen = [\"127.0.0.1:8080\"] in the config file, or start corral from a systemd socket unit")
+	}
+	specs := make([]activation.ListenSpec, 0, len(cfg.Listen))
+	for _, l := range cfg.Listen {
+		s, err := activation.ParseListen(l)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		specs = append(specs, s)
+	}
+	return activation.Open(specs)
+}
+
+// supervise runs the pool until a signal stops it.
+func supervise(pl place, spec workers.Spec, socks []activation.Socket, log *logger, load func() (workers.Spec, error)) error {
+	dir, err := pl.makeDir()
+	if err != nil {
+		return err
+	}
+	ctl, err := control.Listen(pl.controlPath(), log.warnf)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	ns, err := notify.Listen(filepath.Join(dir, "notify.sock"))
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+
+	pool, err := workers.New(workers.Options{
+		Spec: spec, Load: load, Sockets: socks, Notify: ns, Up: notify.NewUpstream(),
+		OutputHint: outputHint(), Logf: log.infof, Warnf: log.warnf,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	for _, s := range socks {
+		log.infof("socket %s (%s) goes to every worker", s.Addr, s.Name)
+	}
+	log.infof("starting %d workers of %s; control socket %s (corral reload %s)",
+		spec.Instances, spec.Path, ctl.Path(), reloadHint(pl))
+
+	// The pool runs until ctx is cancelled; signals are handled until
+	// supervise returns, so a second SIGTERM during the drain still kills.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigCtx, sigDone := context.WithCancel(context.Background())
+	defer sigDone()
+	go ctl.Serve(sigCtx, pool)
+	go handleSignals(sigCtx, pool, cancel, log)
+	if err := pool.Run(ctx); err != nil {
+		return err
+	}
+	log.infof("all workers stopped; exiting")
+	return nil
+}
+
+// handleSignals is corral's signal policy: HUP reloads; the first TERM or
+// INT drains and exits, the second kills every worker at once.
+func handleSignals(ctx context.Context, pool *workers.Pool, stop context.CancelFunc, log *logger) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	terms := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				log.infof("SIGHUP: rolling reload")
+				go pool.Reload(ctx) // the pool logs the result
+				continue
+			}
+			terms++
+			if terms == 1 {
+				log.infof("%v: draining the workers (send it again to kill them at once)", sig)
+				stop()
+				continue
+			}
+			log.warnf("%v again: killing every worker now", sig)
+			pool.Kill()
+		}
+	}
+}
+
+// outputHint says where workers' output goes, for failure messages.
+func outputHint() string {
+	if unit := os.Getenv("CORRAL_UNIT"); unit != "" {
+		return "journalctl -u " + unit
+	}
+	if os.Getenv("INVOCATION_ID") != "" {
+		return "the journal of this unit (systemctl status shows its last lines)"
+	}
+	return "corral's standard error"
+}
+
+func reloadHint(pl place) string {
+	switch {
+	case pl.control != "":
+		return "--control " + pl.control
+	case pl.config != "" && pl.name == "":
+		return "--config " + pl.config
+	}
+	return "--name " + pl.appName()
+}

@@ -1,0 +1,78 @@
+package config
+
+import (
+	"bufio"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+)
+
+// AvailableCPUs returns how many CPUs this process may use: the CPUs in its
+// affinity mask, lowered to its cgroup v2 CPU quota (cpu.max) rounded up.
+func AvailableCPUs() int {
+	n := runtime.NumCPU() // the affinity mask
+	if q := cgroupQuota(); q > 0 && q < n {
+		n = q
+	}
+	return max(n, 1)
+}
+
+// cgroupQuota returns the tightest cpu.max quota, in whole CPUs rounded up,
+// from this process's cgroup up to the root; 0 for none.
+func cgroupQuota() int {
+	dir, ok := ownCgroup()
+	if !ok {
+		return 0
+	}
+	best := 0
+	for {
+		if q := readCPUMax(filepath.Join("/sys/fs/cgroup", dir, "cpu.max")); q > 0 && (best == 0 || q < best) {
+			best = q
+		}
+		if dir == "/" || dir == "." || dir == "" {
+			return best
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// ownCgroup returns the cgroup v2 path of this process ("0::/path").
+func ownCgroup() (string, bool) {
+	f, err := os.Open("/proc/self/cgroup")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if p, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// readCPUMax parses "QUOTA PERIOD" or "max PERIOD"; 0 for no limit.
+func readCPUMax(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	return parseCPUMax(string(b))
+}
+
+func parseCPUMax(s string) int {
+	f := strings.Fields(s)
+	if len(f) != 2 || f[0] == "max" {
+		return 0
+	}
+	quota, err1 := strconv.ParseFloat(f[0], 64)
+	period, err2 := strconv.ParseFloat(f[1], 64)
+	if err1 != nil || err2 != nil || quota <= 0 || period <= 0 {
+		return 0
+	}
+	return int(math.Ceil(quota / period))
+}

@@ -1,0 +1,111 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Instances is how many workers to run, PM2 style: N (> 0); "max" or 0 for
+// one per available CPU; -K for the available CPUs minus K, at least 1.
+type Instances struct {
+	raw string
+}
+
+// Set parses s; it implements pflag.Value.
+func (i *Instances) Set(s string) error {
+	s = strings.TrimSpace(s)
+	if s == "max" {
+		i.raw = s
+		return nil
+	}
+	if _, err := strconv.Atoi(s); err != nil {
+		return fmt.Errorf("instances %q: want a number of workers (4), max or 0 (one per CPU), or -K (CPUs minus K)", s)
+	}
+	i.raw = s
+	return nil
+}
+
+func (i *Instances) String() string { return i.raw }
+
+// Type implements pflag.Value.
+func (i *Instances) Type() string { return "N|max|-K" }
+
+// UnmarshalTOML accepts instances = 4, instances = -1 or instances = "max".
+func (i *Instances) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case int64:
+		return i.Set(strconv.FormatInt(v, 10))
+	case string:
+		return i.Set(v)
+	}
+	return fmt.Errorf("instances = %v: want a number, \"max\" or a negative number", v)
+}
+
+// Resolve returns the number of workers for cpus available CPUs.
+func (i Instances) Resolve(cpus int) int {
+	n, err := strconv.Atoi(i.raw)
+	switch {
+	case i.raw == "max" || i.raw == "" || err != nil || n == 0:
+		return max(cpus, 1)
+	case n < 0:
+		return max(cpus+n, 1)
+	}
+	return n
+}
+
+// Duration is a time.Duration written as "30s", "500ms" or "2m".
+type Duration time.Duration
+
+// Set parses s; it implements pflag.Value.
+func (d *Duration) Set(s string) error {
+	v, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil || v <= 0 {
+		return fmt.Errorf("%q: want a positive duration such as 30s, 500ms or 2m", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d *Duration) String() string { return time.Duration(*d).String() }
+
+// Type implements pflag.Value.
+func (d *Duration) Type() string { return "duration" }
+
+// UnmarshalText lets TOML files write durations as strings.
+func (d *Duration) UnmarshalText(b []byte) error { return d.Set(string(b)) }
+
+// Signal is a signal written as SIGTERM, TERM or 15.
+type Signal unix.Signal
+
+// Set parses s; it implements pflag.Value.
+func (sg *Signal) Set(s string) error {
+	name := strings.ToUpper(strings.TrimSpace(s))
+	if n, err := strconv.Atoi(name); err == nil {
+		if unix.SignalName(unix.Signal(n)) == "" {
+			return fmt.Errorf("signal %q: no such signal number", s)
+		}
+		*sg = Signal(n)
+		return nil
+	}
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	n := unix.SignalNum(name)
+	if n == 0 {
+		return fmt.Errorf("signal %q: want a signal name such as SIGTERM, SIGINT or SIGQUIT", s)
+	}
+	*sg = Signal(n)
+	return nil
+}
+
+func (sg *Signal) String() string { return unix.SignalName(unix.Signal(*sg)) }
+
+// Type implements pflag.Value.
+func (sg *Signal) Type() string { return "signal" }
+
+// UnmarshalText lets TOML files write signals as strings.
+func (sg *Signal) UnmarshalText(b []byte) error { return sg.Set(string(b)) }

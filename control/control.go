@@ -1,0 +1,209 @@
+// Package control is corral's control socket: a unix stream socket, mode
+// 0600, on which the user who runs corral (or root) asks for a reload or a
+// status. One request a connection: the client writes one line, "reload" or
+// "status", and reads one line of JSON back. A reload's answer comes when
+// the reload has ended, so `corral reload` can be systemd's ExecReload= and
+// make `systemctl reload` fail when the reload failed.
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/corraldev/corral/workers"
+	"golang.org/x/sys/unix"
+)
+
+// maxRequest bounds a request line; requests are single words.
+const maxRequest = 256
+
+// Handler does what a request asks. *workers.Pool is one.
+type Handler interface {
+	Reload(ctx context.Context) workers.ReloadResult
+	Status(ctx context.Context) (workers.Status, error)
+}
+
+// Server is a listening control socket. Close it to stop Serve.
+type Server struct {
+	ln   *net.UnixListener
+	path string
+	logf func(format string, args ...any)
+}
+
+// reply is the JSON line the server sends. Exactly one field is set.
+type reply struct {
+	Reload *workers.ReloadResult `json:"reload,omitempty"`
+	Status *workers.Status       `json:"status,omitempty"`
+	Error  string                `json:"error,omitempty"`
+}
+
+// ErrRunning means another corral serves the control socket at the path.
+var ErrRunning = errors.New("another corral is running with this control socket")
+
+// Listen creates the control socket at path, mode 0600. A stale socket file
+// left by a corral that died is removed; a live one is ErrRunning.
+func Listen(path string, logf func(format string, args ...any)) (*Server, error) {
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s: %w (give this one another --name, or stop the other)", path, ErrRunning)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("control socket %s: remove stale socket: %w", path, err)
+	}
+	old := unix.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	return &Server{ln: ln, path: path, logf: logf}, nil
+}
+
+// Path returns where the socket is.
+func (s *Server) Path() string { return s.path }
+
+// Close stops Serve and removes the socket file.
+func (s *Server) Close() error { return s.ln.Close() }
+
+// Serve answers requests until the server is closed; each connection is
+// served on its own goroutine, which ends with the request. It returns nil
+// after Close.
+func (s *Server) Serve(ctx context.Context, h Handler) error {
+	for {
+		c, err := s.ln.AcceptUnix()
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("control socket: accept: %w", err)
+		}
+		go s.serveConn(ctx, c, h)
+	}
+}
+
+func (s *Server) serveConn(ctx context.Context, c *net.UnixConn, h Handler) {
+	defer c.Close()
+	if err := allowed(c); err != nil {
+		s.logf("control socket: refused a connection: %v", err)
+		writeReply(c, reply{Error: err.Error()})
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReaderSize(io.LimitReader(c, maxRequest), maxRequest).ReadString('\n')
+	if err != nil {
+		writeReply(c, reply{Error: "bad request: want one line, reload or status, of at most 256 bytes"})
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	switch req := strings.TrimSpace(line); req {
+	case "reload":
+		r := h.Reload(ctx)
+		writeReply(c, reply{Reload: &r})
+	case "status":
+		st, err := h.Status(ctx)
+		if err != nil {
+			writeReply(c, reply{Error: err.Error()})
+			return
+		}
+		writeReply(c, reply{Status: &st})
+	default:
+		writeReply(c, reply{Error: fmt.Sprintf("unknown request %.40q: want reload or status", req)})
+	}
+}
+
+// allowed reports an error unless the peer is corral's own user or root.
+func allowed(c *net.UnixConn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("read peer credentials: %w", cerr)
+	}
+	if uid := os.Getuid(); int(cred.Uid) != uid && cred.Uid != 0 {
+		return fmt.Errorf("uid %d may not use the control socket of uid %d", cred.Uid, uid)
+	}
+	return nil
+}
+
+func writeReply(c net.Conn, r reply) {
+	b, _ := json.Marshal(r)
+	c.Write(append(b, '\n'))
+}
+
+// Reload asks the corral at path for a reload and waits for its result.
+func Reload(ctx context.Context, path string) (workers.ReloadResult, error) {
+	r, err := call(ctx, path, "reload")
+	if err != nil {
+		return workers.ReloadResult{}, err
+	}
+	if r.Reload == nil {
+		return workers.ReloadResult{}, errors.New("control socket: the answer held no reload result")
+	}
+	return *r.Reload, nil
+}
+
+// Status asks the corral at path for its status.
+func Status(ctx context.Context, path string) (workers.Status, error) {
+	r, err := call(ctx, path, "status")
+	if err != nil {
+		return workers.Status{}, err
+	}
+	if r.Status == nil {
+		return workers.Status{}, errors.New("control socket: the answer held no status")
+	}
+	return *r.Status, nil
+}
+
+func call(ctx context.Context, path, req string) (reply, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return reply{}, dialError(path, err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := io.WriteString(c, req+"\n"); err != nil {
+		return reply{}, fmt.Errorf("control socket %s: send %s: %w", path, req, err)
+	}
+	var r reply
+	if err := json.NewDecoder(c).Decode(&r); err != nil {
+		if ctx.Err() != nil {
+			return reply{}, fmt.Errorf("control socket %s: no answer to %s: %w", path, req, ctx.Err())
+		}
+		return reply{}, fmt.Errorf("control socket %s: read answer to %s: %w", path, req, err)
+	}
+	if r.Error != "" {
+		return reply{}, fmt.Errorf("control socket %s: %s", path, r.Error)
+	}
+	return r, nil
+}
+
+// dialError explains a failed connection in terms of what to check.
+func dialError(path string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("no corral is running with control socket %s (is it started? pass --control, --name or --config to match it): %w", path, err)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("control socket %s: permission denied: run as the user that runs corral, or as root: %w", path, err)
+	}
+	return fmt.Errorf("control socket %s: %w", path, err)
+}

@@ -1,0 +1,403 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/corraldev/corral/activation"
+	"github.com/corraldev/corral/notify"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure a Pool. Spec, Sockets and Notify are required.
+type Options struct {
+	Spec Spec // the first generation
+
+	// Load returns the Spec for a reload, re-reading the configuration. An
+	// error fails the reload before any worker is touched. Nil means a
+	// reload restarts every worker with the current Spec.
+	Load func() (Spec, error)
+
+	Sockets []activation.Socket // handed to every worker as fds 3..
+	Notify  *notify.Socket      // corral's socket that workers notify; the pool reads it
+	Up      *notify.Upstream    // the service manager; nil for none
+
+	// OutputHint says where a worker's output went, for failure messages,
+	// e.g. "journalctl -u corral@api". Default: corral's standard error.
+	OutputHint string
+
+	Backoff Backoff
+	Logf    func(format string, args ...any) // informational lines
+	Warnf   func(format string, args ...any) // warnings and errors
+}
+
+// Backoff is the delay before a crashed worker is restarted in its slot:
+// Initial after the first crash, times 1.5 after each further one, at most
+// Max, and back to Initial once a worker has been online for Reset.
+// The zero value means 100ms, 15s and 30s, as PM2's exp_backoff_restart_delay.
+type Backoff struct {
+	Initial, Max, Reset time.Duration
+}
+
+func (b *Backoff) defaults() {
+	if b.Initial <= 0 {
+		b.Initial = 100 * time.Millisecond
+	}
+	if b.Max <= 0 {
+		b.Max = 15 * time.Second
+	}
+	if b.Reset <= 0 {
+		b.Reset = 30 * time.Second
+	}
+}
+
+// slot is one place in the pool. cur is the worker serving it, nil while it
+// waits for a restart.
+type slot struct {
+	index    int
+	cur      *worker
+	spec     *Spec // what cur runs, and what a restart runs
+	gen      int
+	restarts int
+	lastExit string
+	delay    time.Duration // the next restart's backoff
+	timer    *time.Timer   // pending restart
+	failed   bool          // a start failed before corral was ever ready
+}
+
+// Pool supervises the workers. Create it with New, run it with Run; Reload,
+// Status and Kill may be called from any goroutine while Run runs.
+type Pool struct {
+	opts    Options
+	listen  []string // LISTEN_FDS and LISTEN_FDNAMES for workers
+	files   []*os.File
+	spawner *spawner
+
+	// Owned by Run.
+	spec       *Spec
+	generation int // of the last completed reload, or 1
+	lastGen    int // the highest generation started
+	slots      map[int]*slot
+	workers    map[int]*worker // by PID
+	roll       *rollout
+	queued     []chan ReloadResult
+	lastReload *ReloadResult
+	ready      bool // READY=1 sent
+	everOnline bool
+	stopping   bool
+	fatal      error
+	spoofed    uint64
+	lastStatus string
+	lastSpoof  time.Time
+
+	exits    chan exitEvent
+	msgs     chan notify.Message
+	timers   chan timerEvent
+	reloads  chan chan ReloadResult
+	statuses chan chan Status
+	kills    chan struct{}
+	quit     chan struct{} // closed when Run returns
+}
+
+type exitEvent struct {
+	w  *worker
+	ps *os.ProcessState
+}
+
+type timerKind int
+
+const (
+	readyTimeout timerKind = iota
+	killNow
+	restartSlot
+)
+
+type timerEvent struct {
+	kind timerKind
+	w    *worker
+	slot *slot
+}
+
+// New checks opts and returns a Pool ready to Run.
+func New(opts Options) (*Pool, error) {
+	if err := opts.Spec.validate(); err != nil {
+		return nil, err
+	}
+	if len(opts.Sockets) == 0 {
+		return nil, errors.New("no listening sockets for the workers")
+	}
+	if opts.Notify == nil {
+		return nil, errors.New("no notify socket")
+	}
+	opts.Backoff.defaults()
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	if opts.Warnf == nil {
+		opts.Warnf = opts.Logf
+	}
+	if opts.OutputHint == "" {
+		opts.OutputHint = "corral's standard error"
+	}
+	if opts.Up == nil {
+		opts.Up = &notify.Upstream{}
+	}
+	p := &Pool{
+		opts:     opts,
+		listen:   activation.Env(opts.Sockets),
+		slots:    make(map[int]*slot),
+		workers:  make(map[int]*worker),
+		exits:    make(chan exitEvent),
+		msgs:     make(chan notify.Message),
+		timers:   make(chan timerEvent),
+		reloads:  make(chan chan ReloadResult),
+		statuses: make(chan chan Status),
+		kills:    make(chan struct{}, 1),
+		quit:     make(chan struct{}),
+	}
+	for _, s := range opts.Sockets {
+		p.files = append(p.files, s.File)
+	}
+	spec := opts.Spec
+	p.spec = &spec
+	return p, nil
+}
+
+// Run starts the workers and supervises them until ctx is done, then stops
+// them all: the stop signal, the stop timeout, SIGKILL, and every one reaped.
+// It returns nil after a stop that ctx asked for, and an error when no
+// worker ever came online at start. Run may be called once.
+func (p *Pool) Run(ctx context.Context) error {
+	defer close(p.quit)
+	p.spawner = newSpawner(p.quit)
+	nctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.opts.Notify.Serve(nctx, p.msgs)
+
+	var watchdog <-chan time.Time
+	if d := p.opts.Up.WatchdogInterval(); d > 0 {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		watchdog = t.C
+	}
+
+	p.generation, p.lastGen = 1, 1
+	for i := 0; i < p.spec.Instances; i++ {
+		s := &slot{index: i, spec: p.spec, gen: 1, delay: p.opts.Backoff.Initial}
+		p.slots[i] = s
+		p.startSlot(s)
+	}
+	p.publish()
+
+	done := ctx.Done()
+	for !p.stopping || len(p.workers) > 0 {
+		select {
+		case <-done:
+			done = nil
+			p.beginStop("corral is stopping")
+		case ev := <-p.exits:
+			p.exited(ev.w, ev.ps)
+		case m := <-p.msgs:
+			p.message(m)
+		case ev := <-p.timers:
+			p.timer(ev)
+		case reply := <-p.reloads:
+			p.requestReload(reply)
+		case reply := <-p.statuses:
+			reply <- p.status()
+		case <-p.kills:
+			p.killAll()
+		case <-watchdog:
+			if p.healthy() {
+				p.up(p.opts.Up.Watchdog())
+			}
+		}
+		p.publish()
+	}
+	return p.fatal
+}
+
+// Reload asks for a rolling reload and waits for its result. A reload asked
+// for while one runs is queued; all queued requests share one reload that
+// runs after the current one.
+func (p *Pool) Reload(ctx context.Context) ReloadResult {
+	reply := make(chan ReloadResult, 1)
+	select {
+	case p.reloads <- reply:
+	case <-p.quit:
+		return ReloadResult{Message: "reload failed: corral has stopped"}
+	case <-ctx.Done():
+		return ReloadResult{Message: "reload not started: " + ctx.Err().Error()}
+	}
+	select {
+	case r := <-reply:
+		return r
+	case <-ctx.Done():
+		return ReloadResult{Message: "stopped waiting for the reload: " + ctx.Err().Error()}
+	}
+}
+
+// Status returns a snapshot of the pool.
+func (p *Pool) Status(ctx context.Context) (Status, error) {
+	reply := make(chan Status, 1)
+	select {
+	case p.statuses <- reply:
+	case <-p.quit:
+		return Status{}, errors.New("corral has stopped")
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	}
+	return <-reply, nil
+}
+
+// Kill sends SIGKILL to every worker at once (a second SIGTERM).
+func (p *Pool) Kill() {
+	select {
+	case p.kills <- struct{}{}:
+	default:
+	}
+}
+
+// after delivers ev to Run after d, unless Run has returned.
+func (p *Pool) after(d time.Duration, ev timerEvent) *time.Timer {
+	return time.AfterFunc(d, func() {
+		select {
+		case p.timers <- ev:
+		case <-p.quit:
+		}
+	})
+}
+
+// start starts one worker of spec in slot index. The caller counts it
+// online at once when spec.Ready is ReadyExec.
+func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, error) {
+	path, args := activation.TrampolineCommand(spec.Path, spec.Args)
+	cmd := &exec.Cmd{
+		Path:       path,
+		Args:       append([]string{spec.Path}, args...),
+		Env:        workerEnv(spec, index, gen, p.listen, p.opts.Notify.Path()),
+		Dir:        spec.Dir,
+		Stdout:     os.Stdout,
+		Stderr:     os.Stderr,
+		ExtraFiles: p.files,
+		SysProcAttr: &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	if err := p.spawner.start(cmd); err != nil {
+		return nil, fmt.Errorf("start worker %d: %w", index, err)
+	}
+	w := &worker{
+		slot: index, gen: gen, spec: spec, cmd: cmd, pid: cmd.Process.Pid,
+		started: time.Now(), candidate: candidate,
+	}
+	p.workers[w.pid] = w
+	go func() {
+		cmd.Wait()
+		p.exits <- exitEvent{w, cmd.ProcessState}
+	}()
+	p.opts.Logf("%s: started", w)
+	if spec.Ready != ReadyExec {
+		w.readyTimer = p.after(spec.ReadyTimeout, timerEvent{kind: readyTimeout, w: w})
+	}
+	return w, nil
+}
+
+// startSlot starts the worker that serves s, or schedules a retry.
+func (p *Pool) startSlot(s *slot) {
+	w, err := p.start(s.index, s.spec, s.gen, false)
+	if err != nil {
+		p.opts.Warnf("%v", err)
+		p.failed(s, err.Error(), time.Time{})
+		return
+	}
+	s.cur = w
+	if s.spec.Ready == ReadyExec {
+		p.online(w)
+	}
+}
+
+// stop sends w the stop signal and arms SIGKILL at its stop timeout.
+func (p *Pool) stop(w *worker, why string) {
+	if w.state == stopping {
+		return
+	}
+	w.state, w.why = stopping, why
+	w.stopTimers()
+	p.opts.Logf("%s: stopping (%s): sending %s", w, why, sigName(w.spec.StopSignal))
+	if err := w.signal(w.spec.StopSignal); err != nil {
+		p.opts.Warnf("%s: send %s: %v", w, sigName(w.spec.StopSignal), err)
+	}
+	w.killTimer = p.after(w.spec.StopTimeout, timerEvent{kind: killNow, w: w})
+}
+
+func (p *Pool) killAll() {
+	for _, w := range p.workers {
+		w.state = stopping
+		if err := w.signal(syscall.SIGKILL); err != nil {
+			p.opts.Warnf("%s: send SIGKILL: %v", w, err)
+		}
+	}
+}
+
+// beginStop stops every worker and refuses further work.
+func (p *Pool) beginStop(why string) {
+	if p.stopping {
+		return
+	}
+	p.stopping = true
+	p.up(p.opts.Up.Stopping(fmt.Sprintf("stopping: draining %d workers", len(p.workers))))
+	if p.roll != nil {
+		p.endRollout(false, "reload aborted: "+why)
+	}
+	p.replyQueued(ReloadResult{Message: "reload aborted: " + why})
+	for _, s := range p.slots {
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+	}
+	for _, w := range p.sortedWorkers() {
+		p.stop(w, why)
+	}
+}
+
+func (p *Pool) sortedWorkers() []*worker {
+	ws := make([]*worker, 0, len(p.workers))
+	for _, w := range p.workers {
+		ws = append(ws, w)
+	}
+	sort.Slice(ws, func(i, j int) bool { return ws[i].pid < ws[j].pid })
+	return ws
+}
+
+func (p *Pool) healthy() bool {
+	return !p.ready || p.onlineCount() > 0
+}
+
+func (p *Pool) onlineCount() int {
+	n := 0
+	for _, s := range p.slots {
+		if s.cur != nil && s.cur.state == online {
+			n++
+		}
+	}
+	return n
+}
+
+// up logs a failure to tell the service manager; it is never fatal.
+func (p *Pool) up(err error) {
+	if err != nil {
+		p.opts.Warnf("notify service manager: %v", err)
+	}
+}
+
+func sigName(s syscall.Signal) string {
+	return unix.SignalName(s)
+}

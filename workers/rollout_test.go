@@ -1,0 +1,257 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// reload asks for a reload and fails the test unless it ends as wantOK.
+func (h *harness) reload(wantOK bool) ReloadResult {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := h.pool.Reload(ctx)
+	if r.OK != wantOK {
+		h.t.Fatalf("reload ok=%v, want %v: %s", r.OK, wantOK, r.Message)
+	}
+	return r
+}
+
+func TestReloadUnderLoadLosesNothing(t *testing.T) {
+	for _, n := range []int{2, 4} {
+		t.Run(fmt.Sprintf("workers=%d", n), func(t *testing.T) {
+			h := startPool(t, testSpec(t, "http", n))
+			before := pids(h.waitOnline(n))
+			l := startLoad(h.addr, 4, 4)
+			for i := range 20 {
+				r := h.reload(true)
+				if r.Replaced != n || r.Generation != i+2 {
+					t.Fatalf("reload %d: %+v", i, r)
+				}
+			}
+			st := h.settle(n)
+			ok, failed, errs := l.stop()
+			t.Logf("%d workers, 20 reloads: %d requests ok, %d failed", n, ok, failed)
+			if failed > 0 || ok == 0 {
+				t.Fatalf("%d of %d requests failed during reloads: %q", failed, ok+failed, errs)
+			}
+			for pid := range pids(st) {
+				if before[pid] {
+					t.Errorf("pid %d survived 20 reloads", pid)
+				}
+			}
+			for _, w := range st.Workers {
+				if w.Generation != 21 {
+					t.Errorf("worker %+v not of generation 21", w)
+				}
+			}
+		})
+	}
+}
+
+func TestReloadSendsReloadingThenReady(t *testing.T) {
+	h := startPool(t, testSpec(t, "http", 2))
+	h.waitOnline(2)
+	start := h.sys.waitFor(t, 0, "READY=1")
+	h.reload(true)
+	i := h.sys.waitFor(t, start+1, "RELOADING=1")
+	msg := h.sys.all()[i]
+	if !strings.Contains(msg, "MONOTONIC_USEC=") || !strings.Contains(msg, "STATUS=reloading: 0/2 replaced, generation 2") {
+		t.Errorf("RELOADING=1 datagram %q lacks MONOTONIC_USEC= or the status", msg)
+	}
+	j := h.sys.waitFor(t, i+1, "READY=1")
+	if msg := h.sys.all()[j]; !strings.Contains(msg, "STATUS=2/2 workers online · generation 2") {
+		t.Errorf("READY=1 after reload: %q", msg)
+	}
+}
+
+// brokenRelease reloads into spec and checks that the reload fails with
+// reason, the old workers keep serving, and load sees no error.
+func brokenRelease(t *testing.T, next Spec, reason string) {
+	spec := testSpec(t, "http", 2)
+	h := startPool(t, spec, func(o *Options) {
+		o.Load = func() (Spec, error) { return next, nil }
+	})
+	before := h.waitOnline(2)
+	l := startLoad(h.addr, 2, 2)
+	r := h.reload(false)
+	if !strings.Contains(r.Message, reason) || !strings.Contains(r.Message, "generation 1 kept") {
+		t.Errorf("reload message %q lacks %q or what was kept", r.Message, reason)
+	}
+	after := h.settle(2)
+	ok, failed, errs := l.stop()
+	if failed > 0 || ok == 0 {
+		t.Fatalf("%d of %d requests failed: %q", failed, ok+failed, errs)
+	}
+	if fmt.Sprint(pids(before)) != fmt.Sprint(pids(after)) || after.Generation != 1 {
+		t.Fatalf("workers changed: before %v, after %v (generation %d)", pids(before), pids(after), after.Generation)
+	}
+	if !strings.Contains(after.Line, "last reload failed") {
+		t.Errorf("status line %q does not say the reload failed", after.Line)
+	}
+}
+
+func TestReloadOfCrashingReleaseKeepsOld(t *testing.T) {
+	brokenRelease(t, testSpec(t, "crash", 2), "exited with status 1 during start")
+}
+
+func TestReloadOfNeverReadyReleaseKeepsOld(t *testing.T) {
+	next := testSpec(t, "never", 2)
+	next.ReadyTimeout = 200 * time.Millisecond
+	brokenRelease(t, next, "did not come online within 200ms")
+}
+
+func TestReloadWithBadConfigTouchesNothing(t *testing.T) {
+	h := startPool(t, testSpec(t, "http", 1), func(o *Options) {
+		o.Load = func() (Spec, error) { return Spec{}, errors.New("config api.toml: unknown setting \"instancs\"") }
+	})
+	before := h.waitOnline(1)
+	r := h.reload(false)
+	if !strings.Contains(r.Message, "instancs") || !strings.Contains(r.Message, "no worker was touched") {
+		t.Errorf("message %q", r.Message)
+	}
+	if after := h.waitOnline(1); after.Workers[0].PID != before.Workers[0].PID {
+		t.Errorf("worker replaced by a failed reload")
+	}
+}
+
+func TestReloadProceedPolicy(t *testing.T) {
+	next := testSpec(t, "never", 1)
+	next.ReadyTimeout = 100 * time.Millisecond
+	next.ReloadFailure = Proceed
+	h := startPool(t, testSpec(t, "http", 1), func(o *Options) {
+		o.Load = func() (Spec, error) { return next, nil }
+	})
+	before := h.waitOnline(1)
+	r := h.reload(true)
+	if !strings.Contains(r.Message, "proceeded past failures") {
+		t.Errorf("message %q", r.Message)
+	}
+	st := h.settle(1)
+	if st.Workers[0].PID == before.Workers[0].PID || st.Generation != 2 {
+		t.Errorf("proceed kept the old worker: %+v", st)
+	}
+}
+
+func TestReloadKillsStubbornOldWorkers(t *testing.T) {
+	spec := testSpec(t, "stubborn", 2)
+	spec.StopTimeout = 100 * time.Millisecond
+	h := startPool(t, spec)
+	h.waitOnline(2)
+	h.reload(true)
+	h.settle(2)
+	if n := strings.Count(h.log.String(), "sending SIGKILL"); n != 2 {
+		t.Errorf("%d SIGKILLs, want 2:\n%s", n, h.log)
+	}
+}
+
+func TestReloadsQueueAndCoalesce(t *testing.T) {
+	gate := filepath.Join(t.TempDir(), "gate")
+	mkfifo(t, gate+"0")
+	spec := testSpec(t, "gated", 1, "CORRAL_TEST_GATE="+gate)
+	h := startPool(t, spec)
+	openGate(t, gate+"0")
+	h.waitOnline(1)
+	results := make(chan ReloadResult, 3)
+	for range 3 {
+		go func() { results <- h.pool.Reload(context.Background()) }()
+	}
+	// One reload runs (its candidate waits at the gate); two queue.
+	h.waitFor("a reload running", func(st Status) bool { return st.State == "reloading" })
+	waitLog(t, h, "queued to run after it", 2)
+	openGate(t, gate+"0") // generation 2 comes online
+	// A FIFO's writer reaches whoever has it open: wait until generation
+	// 3's candidate is the one at the gate.
+	h.waitFor("generation 3 starting", func(st Status) bool {
+		return st.State == "reloading" && st.LastReload != nil && st.LastReload.Generation == 2
+	})
+	openGate(t, gate+"0") // generation 3, for both queued requests
+	gens := map[int]int{}
+	for range 3 {
+		r := <-results
+		if !r.OK {
+			t.Fatalf("reload failed: %s", r.Message)
+		}
+		gens[r.Generation]++
+	}
+	if gens[2] != 1 || gens[3] != 2 {
+		t.Fatalf("results by generation %v, want one of 2 and two of 3", gens)
+	}
+}
+
+func waitLog(t *testing.T, h *harness, substr string, n int) {
+	t.Helper()
+	h.waitFor(fmt.Sprintf("%d log lines with %q", n, substr), func(Status) bool {
+		return strings.Count(h.log.String(), substr) >= n
+	})
+}
+
+func TestReloadScales(t *testing.T) {
+	instances := 2
+	h := startPool(t, testSpec(t, "http", 2), func(o *Options) {
+		o.Load = func() (Spec, error) { return testSpec(t, "http", instances), nil }
+	})
+	h.waitOnline(2)
+	instances = 3
+	h.reload(true)
+	st := h.settle(3)
+	if st.Instances != 3 {
+		t.Fatalf("after scaling up: %+v", st)
+	}
+	instances = 1
+	h.reload(true)
+	st = h.settle(1)
+	if st.Workers[0].Slot != 0 || st.Generation != 3 {
+		t.Fatalf("after scaling down: %+v", st)
+	}
+}
+
+func TestStopDuringReload(t *testing.T) {
+	gate := filepath.Join(t.TempDir(), "gate")
+	mkfifo(t, gate+"0")
+	h := startPool(t, testSpec(t, "gated", 1, "CORRAL_TEST_GATE="+gate))
+	openGate(t, gate+"0")
+	h.waitOnline(1)
+	result := make(chan ReloadResult, 1)
+	go func() { result <- h.pool.Reload(context.Background()) }()
+	st := h.waitFor("the candidate running", func(st Status) bool { return len(st.Workers) == 2 })
+	if err := h.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-result; r.OK || !strings.Contains(r.Message, "reload aborted: corral is stopping") {
+		t.Errorf("reload result %+v", r)
+	}
+	for pid := range pids(st) {
+		if _, err := os.FindProcess(pid); err == nil && processExists(pid) {
+			t.Errorf("pid %d outlived the pool", pid)
+		}
+	}
+}
+
+func TestManyReloadsLeakNothing(t *testing.T) {
+	h := startPool(t, testSpec(t, "ready", 2))
+	h.waitOnline(2)
+	h.reload(true) // warm up: timers, goroutines, and the pool's channels
+	h.settle(2)
+	fds, goroutines := openFds(t), runtime.NumGoroutine()
+	for range 200 {
+		h.reload(true)
+	}
+	h.settle(2)
+	if got := openFds(t); got != fds {
+		t.Errorf("open fds %d after 200 reloads, %d before", got, fds)
+	}
+	if got := runtime.NumGoroutine(); got > goroutines+2 {
+		t.Errorf("goroutines %d after 200 reloads, %d before", got, goroutines)
+	}
+	if z := zombies(t); len(z) > 0 {
+		t.Errorf("zombie children: %v", z)
+	}
+}
