@@ -11,7 +11,7 @@ import (
 // defaults are c's current values, so bind to a Default().
 func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.VarP(&c.Instances, "instances", "i",
-		"workers to run: N, max or 0 for one per available CPU, -K for CPUs minus K (default max)")
+		"workers to run: N, max or 0 for one per available CPU, -K for CPUs minus K")
 	fs.StringArrayVarP(&c.Listen, "listen", "l", nil,
 		"socket to open when systemd passed none: [NAME=]HOST:PORT, [NAME=]:PORT, [NAME=][::1]:PORT or [NAME=]unix:/PATH (repeatable)")
 	fs.StringVar(&c.Ready, "ready", c.Ready,

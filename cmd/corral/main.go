@@ -124,8 +124,7 @@ func newFlags(name, usage string, stdout io.Writer) *pflag.FlagSet {
 func parseFlags(fs *pflag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			fs.Usage()
-			return err
+			return err // pflag printed the usage
 		}
 		return usagef("%s: %v (see corral %s --help)", fs.Name(), err, fs.Name())
 	}
