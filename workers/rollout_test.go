@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/corraldev/corral/internal/loadtest"
 )
 
 // reload asks for a reload and fails the test unless it ends as wantOK.
@@ -29,7 +31,7 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 		t.Run(fmt.Sprintf("workers=%d", n), func(t *testing.T) {
 			h := startPool(t, testSpec(t, "http", n))
 			before := pids(h.waitOnline(n))
-			l := startLoad(h.addr, 4, 4)
+			l := loadtest.Start(h.addr, 4, 4)
 			for i := range 20 {
 				r := h.reload(true)
 				if r.Replaced != n || r.Generation != i+2 {
@@ -37,7 +39,7 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 				}
 			}
 			st := h.settle(n)
-			ok, failed, errs := l.stop()
+			ok, failed, errs := l.Stop()
 			t.Logf("%d workers, 20 reloads: %d requests ok, %d failed", n, ok, failed)
 			if failed > 0 || ok == 0 {
 				t.Fatalf("%d of %d requests failed during reloads: %q", failed, ok+failed, errs)
@@ -80,13 +82,13 @@ func brokenRelease(t *testing.T, next Spec, reason string) {
 		o.Load = func() (Spec, error) { return next, nil }
 	})
 	before := h.waitOnline(2)
-	l := startLoad(h.addr, 2, 2)
+	l := loadtest.Start(h.addr, 2, 2)
 	r := h.reload(false)
 	if !strings.Contains(r.Message, reason) || !strings.Contains(r.Message, "generation 1 kept") {
 		t.Errorf("reload message %q lacks %q or what was kept", r.Message, reason)
 	}
 	after := h.settle(2)
-	ok, failed, errs := l.stop()
+	ok, failed, errs := l.Stop()
 	if failed > 0 || ok == 0 {
 		t.Fatalf("%d of %d requests failed: %q", failed, ok+failed, errs)
 	}

@@ -1,4 +1,6 @@
-package workers
+// Package loadtest sends bounded HTTP load at a server on loopback and
+// counts what failed. Tests use it to prove that reloads lose nothing.
+package loadtest
 
 import (
 	"context"
@@ -11,12 +13,12 @@ import (
 	"time"
 )
 
-// load sends requests to a server until stopped: some clients open a new
+// Load sends requests to a server until stopped: some clients open a new
 // connection per request, others keep one connection alive. Keep-alive
 // requests are POSTs with a body, which net/http never retries by itself,
 // so a connection that a draining worker closes under a request shows up
 // as the failure it is.
-type load struct {
+type Load struct {
 	ok, failed atomic.Int64
 	mu         sync.Mutex
 	errs       []string // the first few
@@ -24,9 +26,11 @@ type load struct {
 	wg         sync.WaitGroup
 }
 
-func startLoad(addr string, newConn, keepAlive int) *load {
+// Start sends requests to http://addr/ from newConn clients that open a
+// connection per request and keepAlive clients that reuse one, until Stop.
+func Start(addr string, newConn, keepAlive int) *Load {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &load{cancel: cancel}
+	l := &Load{cancel: cancel}
 	for i := 0; i < newConn+keepAlive; i++ {
 		tr := &http.Transport{DisableKeepAlives: i < newConn, MaxIdleConnsPerHost: 1}
 		c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
@@ -42,7 +46,7 @@ func startLoad(addr string, newConn, keepAlive int) *load {
 	return l
 }
 
-func (l *load) one(c *http.Client, url string) {
+func (l *Load) one(c *http.Client, url string) {
 	resp, err := c.Post(url, "text/plain", strings.NewReader("ping"))
 	if err == nil {
 		_, err = io.Copy(io.Discard, resp.Body)
@@ -63,8 +67,8 @@ func (l *load) one(c *http.Client, url string) {
 	l.ok.Add(1)
 }
 
-// stop ends the load and returns the counts.
-func (l *load) stop() (ok, failed int64, errs []string) {
+// Stop ends the load and returns the counts and the first few errors.
+func (l *Load) Stop() (ok, failed int64, errs []string) {
 	l.cancel()
 	l.wg.Wait()
 	return l.ok.Load(), l.failed.Load(), l.errs
