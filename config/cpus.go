@@ -6,18 +6,46 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 )
 
 // AvailableCPUs returns how many CPUs this process may use: the CPUs in its
-// affinity mask, lowered to its cgroup v2 CPU quota (cpu.max) rounded up.
+// affinity mask, lowered to its cgroup CPU quota rounded up (cgroup v2
+// cpu.max, or v1 cpu.cfs_quota_us / cpu.cfs_period_us).
 func AvailableCPUs() int {
 	n := runtime.NumCPU() // the affinity mask
-	if q := cgroupQuota(); q > 0 && q < n {
-		n = q
+	for _, q := range []int{cgroupQuota(), cgroupV1Quota()} {
+		if q > 0 && q < n {
+			n = q
+		}
 	}
 	return max(n, 1)
+}
+
+// cgroupV1Quota returns the v1 CFS quota of this process's cpu cgroup, in
+// whole CPUs rounded up; 0 for none.
+func cgroupV1Quota() int {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 || !slices.Contains(strings.Split(f[1], ","), "cpu") {
+			continue
+		}
+		for _, mnt := range []string{"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"} {
+			dir := filepath.Join(mnt, f[2])
+			q, err1 := os.ReadFile(filepath.Join(dir, "cpu.cfs_quota_us"))
+			p, err2 := os.ReadFile(filepath.Join(dir, "cpu.cfs_period_us"))
+			if err1 == nil && err2 == nil {
+				return parseCPUMax(strings.TrimSpace(string(q)) + " " + strings.TrimSpace(string(p)))
+			}
+		}
+	}
+	return 0
 }
 
 // cgroupQuota returns the tightest cpu.max quota, in whole CPUs rounded up,
