@@ -63,7 +63,7 @@ func TestReloadAndStatus(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	path, pool := serve(t)
 	for req, want := range map[string]string{
-		"restart\n":                      `unknown request "restart"`,
+		"restart\n":                     `unknown request "restart"`,
 		strings.Repeat("x", 300) + "\n": "at most 256 bytes",
 	} {
 		r, err := call(context.Background(), path, strings.TrimSuffix(req, "\n"))
