@@ -1,0 +1,28 @@
+# corral's two commands: `make run` starts corral with the bundled example on
+# 127.0.0.1:8080, one worker per CPU; `make test` runs every test.
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: build run test bench clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/corral ./cmd/corral
+	$(GO) build -o bin/hello ./examples/hello
+
+run: build
+	@echo "corral: serving on http://127.0.0.1:8080/ with one worker per CPU."
+	@echo "corral: try it:   curl http://127.0.0.1:8080/"
+	@echo "corral: reload:   bin/corral reload      (or: kill -HUP <corral's pid>)"
+	@echo "corral: status:   bin/corral status"
+	@echo "corral: stop:     Ctrl-C"
+	bin/corral run --listen 127.0.0.1:8080 -- bin/hello
+
+test:
+	$(GO) test -race -count=1 ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./workers/
+
+clean:
+	rm -rf bin dist
