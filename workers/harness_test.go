@@ -22,7 +22,7 @@ import (
 // harness runs a Pool of test workers on a real TCP listener, with a fake
 // systemd (a real unixgram socket) as NOTIFY_SOCKET.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	pool *Pool
 	addr string
 	sys  *fakeSystemd
@@ -35,7 +35,7 @@ type harness struct {
 type harnessOpt func(*Options)
 
 // testSpec runs the test binary as the helper worker kind.
-func testSpec(t *testing.T, kind string, n int, env ...string) Spec {
+func testSpec(t testing.TB, kind string, n int, env ...string) Spec {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -54,7 +54,7 @@ func testSpec(t *testing.T, kind string, n int, env ...string) Spec {
 	}
 }
 
-func startPool(t *testing.T, spec Spec, opts ...harnessOpt) *harness {
+func startPool(t testing.TB, spec Spec, opts ...harnessOpt) *harness {
 	t.Helper()
 	sys := newFakeSystemd(t)
 	dir := t.TempDir()
@@ -184,7 +184,7 @@ type fakeSystemd struct {
 	cond chan struct{} // closed and replaced at each message
 }
 
-func newFakeSystemd(t *testing.T) *fakeSystemd {
+func newFakeSystemd(t testing.TB) *fakeSystemd {
 	path := filepath.Join(t.TempDir(), "systemd-notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
@@ -222,7 +222,7 @@ func (f *fakeSystemd) all() []string {
 
 // waitFor waits until some datagram after the first skip contains substr,
 // and returns its index.
-func (f *fakeSystemd) waitFor(t *testing.T, skip int, substr string) int {
+func (f *fakeSystemd) waitFor(t testing.TB, skip int, substr string) int {
 	t.Helper()
 	timeout := time.After(30 * time.Second)
 	for {

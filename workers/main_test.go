@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 var helpers = map[string]func() int{
 	"http":     httpHelper,
 	"gated":    gatedHelper,
-	"ready":    func() int { return notifyAndWait("READY=1") },
+	"ready":    readyHelper,
 	"never":    neverHelper,
 	"crash":    func() int { fmt.Fprintln(os.Stderr, "test worker: crashing on start"); return 1 },
 	"flaky":    flakyHelper,
@@ -66,6 +66,15 @@ func httpHelper() int {
 // named by CORRAL_TEST_GATE plus its slot), then waits for SIGTERM.
 func gatedHelper() int {
 	waitGate(os.Getenv("CORRAL_TEST_GATE") + os.Getenv("CORRAL_WORKER_INDEX"))
+	return notifyAndWait("READY=1")
+}
+
+// readyHelper comes online after CORRAL_TEST_STARTUP (a duration), which
+// stands for an app's own start-up work.
+func readyHelper() int {
+	if d, err := time.ParseDuration(os.Getenv("CORRAL_TEST_STARTUP")); err == nil {
+		time.Sleep(d) // simulated start-up work, not a wait for state
+	}
 	return notifyAndWait("READY=1")
 }
 
