@@ -35,6 +35,13 @@ func Inherited() ([]Socket, error) {
 	socks := make([]Socket, len(files))
 	var err error
 	for i, f := range files {
+		if err == nil {
+			if sf, serr := stableFile(f); serr != nil {
+				err = fmt.Errorf("inherited socket fd %d: %w", 3+i, serr)
+			} else {
+				f = sf
+			}
+		}
 		socks[i] = Socket{Name: unknownName, File: f}
 		if i < len(names) && names[i] != "" {
 			socks[i].Name = names[i]

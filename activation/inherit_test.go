@@ -43,8 +43,8 @@ func TestInherited(t *testing.T) {
 		t.Fatalf("child: %s; stderr:\n%s", c.err, &c.stderr)
 	}
 	want := []string{ // no "env" lines: Inherited unsets LISTEN_*
-		"socket web " + socks[0].Addr + " fd=3 cloexec=true",
-		"socket unknown " + socks[1].Addr + " fd=4 cloexec=true",
+		"socket web " + socks[0].Addr + " cloexec=true",
+		"socket unknown " + socks[1].Addr + " cloexec=true",
 	}
 	if !slices.Equal(c.report, want) {
 		t.Errorf("child reported %q, want %q", c.report, want)
@@ -148,7 +148,7 @@ func TestSystemdSocketActivate(t *testing.T) {
 	if c.err != "" {
 		t.Fatalf("child: %s; stderr:\n%s", c.err, &c.stderr)
 	}
-	if want := []string{"socket web unix:" + path + " fd=3 cloexec=true"}; !slices.Equal(c.report, want) {
+	if want := []string{"socket web unix:" + path + " cloexec=true"}; !slices.Equal(c.report, want) {
 		t.Errorf("child reported %q, want %q", c.report, want)
 	}
 	if pid := readPID(t, conn); pid != cmd.Process.Pid {

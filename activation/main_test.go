@@ -84,7 +84,7 @@ func helperListeners(w io.Writer) error {
 }
 
 // helperInherited takes the sockets with Inherited and reports
-// "socket NAME ADDR fd=N cloexec=BOOL" per socket, and any LISTEN_*
+// "socket NAME ADDR cloexec=BOOL" per socket, and any LISTEN_*
 // variable left in the environment.
 func helperInherited(w io.Writer) error {
 	socks, err := Inherited()
@@ -105,7 +105,8 @@ func helperInherited(w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "socket %s %s fd=%d cloexec=%t\n", s.Name, s.Addr, fd, flags&unix.FD_CLOEXEC != 0)
+		_ = fd // a duplicate (see stableFile), so its number says nothing
+		fmt.Fprintf(w, "socket %s %s cloexec=%t\n", s.Name, s.Addr, flags&unix.FD_CLOEXEC != 0)
 		if lns[i], err = net.FileListener(s.File); err != nil {
 			return err
 		}

@@ -106,8 +106,11 @@ func detach(ln net.Listener, spec ListenSpec) (Socket, error) {
 	if err != nil {
 		return Socket{}, err
 	}
-	s.File = f
 	if err = setBlocking(f); err == nil {
+		f, err = stableFile(f)
+	}
+	s.File = f
+	if err == nil {
 		s.Addr, err = fileAddr(f)
 	}
 	if ul, ok := ln.(*net.UnixListener); ok && err == nil {
@@ -118,7 +121,9 @@ func detach(ln net.Listener, spec ListenSpec) (Socket, error) {
 		}
 	}
 	if err != nil {
-		f.Close()
+		if f != nil {
+			f.Close()
+		}
 		return Socket{}, err
 	}
 	return s, nil
