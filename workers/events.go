@@ -175,7 +175,7 @@ func (p *Pool) online(w *worker) {
 		p.ready = true
 		p.opts.Logf("all %d workers online", len(p.slots))
 		p.lastStatus = p.statusLine()
-		p.up(p.opts.Up.Ready(p.lastStatus))
+		p.herald.send(upMsg{kind: upReady, status: p.lastStatus})
 	}
 }
 
@@ -183,6 +183,6 @@ func (p *Pool) online(w *worker) {
 func (p *Pool) publish() {
 	if line := p.statusLine(); line != p.lastStatus {
 		p.lastStatus = line
-		p.up(p.opts.Up.Status(line))
+		p.herald.send(upMsg{kind: upStatus, status: line})
 	}
 }

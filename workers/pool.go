@@ -78,6 +78,7 @@ type Pool struct {
 	listen  []string // LISTEN_FDS and LISTEN_FDNAMES for workers
 	files   []*os.File
 	spawner *spawner
+	herald  *herald
 
 	// Owned by Run.
 	spec       *Spec
@@ -176,6 +177,8 @@ func New(opts Options) (*Pool, error) {
 func (p *Pool) Run(ctx context.Context) error {
 	defer close(p.quit)
 	p.spawner = newSpawner(p.quit)
+	p.herald = newHerald(p.opts.Up, p.opts.Warnf)
+	defer p.herald.stop(time.Second)
 	nctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go p.opts.Notify.Serve(nctx, p.msgs)
@@ -215,7 +218,7 @@ func (p *Pool) Run(ctx context.Context) error {
 			p.killAll()
 		case <-watchdog:
 			if p.healthy() {
-				p.up(p.opts.Up.Watchdog())
+				p.herald.send(upMsg{kind: upWatchdog})
 			}
 		}
 		p.publish()
@@ -353,7 +356,7 @@ func (p *Pool) beginStop(why string) {
 		return
 	}
 	p.stopping = true
-	p.up(p.opts.Up.Stopping(fmt.Sprintf("stopping: draining %d workers", len(p.workers))))
+	p.herald.send(upMsg{kind: upStopping, status: fmt.Sprintf("stopping: draining %d workers", len(p.workers))})
 	if p.roll != nil {
 		p.endRollout(false, "reload aborted: "+why)
 	}
@@ -389,13 +392,6 @@ func (p *Pool) onlineCount() int {
 		}
 	}
 	return n
-}
-
-// up logs a failure to tell the service manager; it is never fatal.
-func (p *Pool) up(err error) {
-	if err != nil {
-		p.opts.Warnf("notify service manager: %v", err)
-	}
 }
 
 func sigName(s syscall.Signal) string {

@@ -78,7 +78,7 @@ func (p *Pool) beginRollout(waiters []chan ReloadResult) {
 	p.opts.Logf("reload: generation %d replaces generation %d in %d slots, %d at a time",
 		r.gen, p.generation, spec.Instances, spec.MaxSurge)
 	p.lastStatus = p.statusLine()
-	p.up(p.opts.Up.Reloading(p.lastStatus))
+	p.herald.send(upMsg{kind: upReloading, status: p.lastStatus})
 	p.fill()
 }
 
@@ -96,7 +96,7 @@ func (p *Pool) fill() {
 			return
 		}
 		r.inflight[i] = w
-		p.up(p.opts.Up.ExtendTimeout(r.spec.ReadyTimeout + r.spec.StopTimeout))
+		p.herald.send(upMsg{kind: upExtend, extend: r.spec.ReadyTimeout + r.spec.StopTimeout})
 		if r.spec.Ready == ReadyExec {
 			p.online(w) // promotes, and fills from there
 			return
@@ -230,7 +230,7 @@ func (p *Pool) endRollout(ok bool, msg string) {
 	}
 	p.lastStatus = p.statusLine()
 	if !p.stopping {
-		p.up(p.opts.Up.Ready(p.lastStatus))
+		p.herald.send(upMsg{kind: upReady, status: p.lastStatus})
 	}
 	reply(r.waiters, res)
 	if len(p.queued) > 0 && !p.stopping {
