@@ -75,6 +75,10 @@ func MaybeRunTrampoline() {
 		}
 	}
 	closeOnExecFrom(keep)
+	// Node's IPC channel, which corral passes after the sockets.
+	if n, err := strconv.Atoi(os.Getenv("NODE_CHANNEL_FD")); err == nil && n >= keep {
+		unix.FcntlInt(uintptr(n), unix.F_SETFD, 0)
+	}
 	argv := os.Args[3:]
 	err := unix.Exec(argv[0], argv, os.Environ())
 	fmt.Fprintf(os.Stderr, "corral: exec %s: %v\n", argv[0], err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ type Config struct {
 	Instances        Instances         `toml:"instances"`
 	Listen           []string          `toml:"listen"`
 	Ready            string            `toml:"ready"`
+	IPC              string            `toml:"ipc"`
 	ReadyTimeout     Duration          `toml:"ready_timeout"`
 	StopTimeout      Duration          `toml:"stop_timeout"`
 	StopSignal       Signal            `toml:"stop_signal"`
@@ -37,6 +39,7 @@ func Default() Config {
 	return Config{
 		Instances:     Instances{raw: "max"},
 		Ready:         "notify",
+		IPC:           "auto",
 		ReadyTimeout:  Duration(30 * time.Second),
 		StopTimeout:   Duration(30 * time.Second),
 		StopSignal:    Signal(unix.SIGTERM),
@@ -69,7 +72,7 @@ func Load(path string) (Config, error) {
 }
 
 func knownKeys() []string {
-	return []string{"command", "instances", "listen", "ready", "ready_timeout", "stop_timeout",
+	return []string{"command", "instances", "listen", "ready", "ipc", "ready_timeout", "stop_timeout",
 		"stop_signal", "max_surge", "reload_failure", "environment", "working_directory"}
 }
 
@@ -81,6 +84,8 @@ func (c *Config) Validate() error {
 		return errors.New("no command to run: put it after -- (corral run --listen :8080 -- node server.js) or set command = [\"node\", \"server.js\"] in the config file")
 	case c.Ready != "notify" && c.Ready != "exec":
 		return fmt.Errorf("ready %q: want notify (the worker sends READY=1) or exec (online as soon as it runs)", c.Ready)
+	case c.IPC != "auto" && c.IPC != "node" && c.IPC != "none":
+		return fmt.Errorf("ipc %q: want auto (node for node and nodejs commands), node or none", c.IPC)
 	case c.ReadyTimeout <= 0:
 		return fmt.Errorf("ready timeout %v: want a positive duration such as 30s", time.Duration(c.ReadyTimeout))
 	case c.StopTimeout <= 0:
@@ -119,4 +124,17 @@ func (c *Config) Env(base []string) []string {
 		env = append(env, k+"="+c.Environment[k])
 	}
 	return env
+}
+
+// NodeIPC reports whether the workers get Node's IPC channel: ipc = "node",
+// or "auto" with a command named node or nodejs.
+func (c *Config) NodeIPC() bool {
+	switch c.IPC {
+	case "node":
+		return true
+	case "auto":
+		base := filepath.Base(c.Command[0])
+		return base == "node" || base == "nodejs"
+	}
+	return false
 }

@@ -16,6 +16,8 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 		"socket to open when systemd passed none: [NAME=]HOST:PORT, [NAME=]:PORT, [NAME=][::1]:PORT or [NAME=]unix:/PATH (repeatable)")
 	fs.StringVar(&c.Ready, "ready", c.Ready,
 		"when a new worker counts as online: notify (it sends READY=1 or \"online\" to $NOTIFY_SOCKET) or exec (as soon as it runs)")
+	fs.StringVar(&c.IPC, "ipc", c.IPC,
+		"Node's IPC channel for the workers (process.send('ready'), the 'shutdown' message): auto (for node and nodejs commands), node or none")
 	fs.Var(&c.ReadyTimeout, "ready-timeout", "how long a new worker may take to come online before it counts as failed")
 	fs.Var(&c.StopTimeout, "stop-timeout", "how long a worker may drain after the stop signal before SIGKILL")
 	fs.Var(&c.StopSignal, "stop-signal", "signal that asks a worker to drain and exit")
@@ -39,6 +41,9 @@ func Overlay(dst *Config, src *Config, fs *pflag.FlagSet) {
 	}
 	if set("ready") {
 		dst.Ready = src.Ready
+	}
+	if set("ipc") {
+		dst.IPC = src.IPC
 	}
 	if set("ready-timeout") {
 		dst.ReadyTimeout = src.ReadyTimeout

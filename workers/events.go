@@ -13,6 +13,9 @@ import (
 func (p *Pool) exited(w *worker, ps *os.ProcessState) {
 	delete(p.workers, w.pid)
 	w.stopTimers()
+	if w.ipc != nil {
+		w.ipc.Close() // ends readIPC
+	}
 	how := exitText(ps)
 	if w.state == stopping {
 		p.opts.Logf("%s: %s after stop (%s)", w, how, w.why)
@@ -109,6 +112,11 @@ func (p *Pool) timer(ev timerEvent) {
 		p.opts.Warnf("%s: still running %v after %s; sending SIGKILL", w, w.spec.StopTimeout, sigName(w.spec.StopSignal))
 		if err := w.signal(syscall.SIGKILL); err != nil {
 			p.opts.Warnf("%s: send SIGKILL: %v", w, err)
+		}
+	case signalNow:
+		if w := ev.w; p.workers[w.pid] == w {
+			p.opts.Logf("%s: still running %v after 'shutdown'; sending %s", w, shutdownGrace(w.spec), sigName(w.spec.StopSignal))
+			p.sendStop(w)
 		}
 	case restartSlot:
 		s := ev.slot

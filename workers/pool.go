@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"syscall"
 	"time"
@@ -94,11 +96,13 @@ type Pool struct {
 	stopping   bool
 	fatal      error
 	spoofed    uint64
+	ipcDropped uint64
 	lastStatus string
 	lastSpoof  time.Time
 
 	exits    chan exitEvent
 	msgs     chan notify.Message
+	ipcs     chan ipcEvent
 	timers   chan timerEvent
 	reloads  chan chan ReloadResult
 	statuses chan chan Status
@@ -117,6 +121,7 @@ const (
 	readyTimeout timerKind = iota
 	killNow
 	restartSlot
+	signalNow
 )
 
 type timerEvent struct {
@@ -156,6 +161,7 @@ func New(opts Options) (*Pool, error) {
 		workers:  make(map[int]*worker),
 		exits:    make(chan exitEvent),
 		msgs:     make(chan notify.Message),
+		ipcs:     make(chan ipcEvent),
 		timers:   make(chan timerEvent),
 		reloads:  make(chan chan ReloadResult),
 		statuses: make(chan chan Status),
@@ -208,6 +214,8 @@ func (p *Pool) Run(ctx context.Context) error {
 			p.exited(ev.w, ev.ps)
 		case m := <-p.msgs:
 			p.message(m)
+		case ev := <-p.ipcs:
+			p.ipc(ev)
 		case ev := <-p.timers:
 			p.timer(ev)
 		case reply := <-p.reloads:
@@ -294,14 +302,32 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 			Pdeathsig: syscall.SIGKILL,
 		},
 	}
+	var ipc *net.UnixConn
+	if spec.NodeIPC {
+		c, child, err := ipcPair()
+		if err != nil {
+			return nil, fmt.Errorf("start worker %d: %w", index, err)
+		}
+		defer child.Close()
+		ipc = c
+		cmd.ExtraFiles = append(slices.Clip(p.files), child)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("NODE_CHANNEL_FD=%d", 3+len(p.files)),
+			"NODE_CHANNEL_SERIALIZATION_MODE=json")
+	}
 	if err := p.spawner.start(cmd); err != nil {
+		if ipc != nil {
+			ipc.Close()
+		}
 		return nil, fmt.Errorf("start worker %d: %w", index, err)
 	}
 	w := &worker{
 		slot: index, gen: gen, spec: spec, cmd: cmd, pid: cmd.Process.Pid,
-		started: time.Now(), candidate: candidate,
+		started: time.Now(), candidate: candidate, ipc: ipc,
 	}
 	p.workers[w.pid] = w
+	if ipc != nil {
+		go p.readIPC(w, ipc)
+	}
 	go func() {
 		cmd.Wait()
 		p.exits <- exitEvent{w, cmd.ProcessState}
@@ -334,11 +360,22 @@ func (p *Pool) stop(w *worker, why string) {
 	}
 	w.state, w.why = stopping, why
 	w.stopTimers()
+	w.killTimer = p.after(w.spec.StopTimeout, timerEvent{kind: killNow, w: w})
+	if w.ipc != nil && sendShutdown(w.ipc) {
+		grace := shutdownGrace(w.spec)
+		p.opts.Logf("%s: stopping (%s): sent 'shutdown'; %s follows in %v", w, why, sigName(w.spec.StopSignal), grace)
+		w.signalTimer = p.after(grace, timerEvent{kind: signalNow, w: w})
+		return
+	}
 	p.opts.Logf("%s: stopping (%s): sending %s", w, why, sigName(w.spec.StopSignal))
+	p.sendStop(w)
+}
+
+// sendStop sends w its stop signal.
+func (p *Pool) sendStop(w *worker) {
 	if err := w.signal(w.spec.StopSignal); err != nil {
 		p.opts.Warnf("%s: send %s: %v", w, sigName(w.spec.StopSignal), err)
 	}
-	w.killTimer = p.after(w.spec.StopTimeout, timerEvent{kind: killNow, w: w})
 }
 
 func (p *Pool) killAll() {

@@ -44,6 +44,11 @@ type Spec struct {
 	StopSignal    syscall.Signal
 	MaxSurge      int // candidates starting at once during a reload, > 0
 	ReloadFailure FailurePolicy
+
+	// NodeIPC gives each worker Node's IPC channel (NODE_CHANNEL_FD):
+	// process.send('ready') counts as online, and a graceful stop sends
+	// 'shutdown' first, the stop signal after shutdownGrace.
+	NodeIPC bool
 }
 
 // validate reports what is wrong with s, naming the setting.

@@ -17,6 +17,7 @@ type Status struct {
 	LastReload *ReloadResult  `json:"last_reload,omitempty"`
 	Ignored    uint64         `json:"ignored_notify_messages"` // from PIDs that are not workers
 	Dropped    uint64         `json:"dropped_notify_messages"` // malformed, oversized, no credentials
+	IPCDropped uint64         `json:"dropped_ipc_messages"`    // malformed or over 64 KiB on Node's channel
 	Workers    []WorkerStatus `json:"workers"`
 }
 
@@ -79,6 +80,7 @@ func (p *Pool) status() Status {
 		LastReload: p.lastReload,
 		Ignored:    p.spoofed,
 		Dropped:    p.opts.Notify.Dropped(),
+		IPCDropped: p.ipcDropped,
 	}
 	for _, w := range p.workers {
 		ws := WorkerStatus{Slot: w.slot, PID: w.pid, Generation: w.gen, State: w.state.String(),

@@ -3,6 +3,7 @@ package workers
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -52,8 +53,11 @@ type worker struct {
 	why       string // why it is stopping, for the log
 	failure   string // set when stopped for not coming online in time
 
-	readyTimer *time.Timer // ready timeout while starting
-	killTimer  *time.Timer // SIGKILL at the stop timeout while stopping
+	ipc *net.UnixConn // corral's end of Node's IPC channel, or nil
+
+	readyTimer  *time.Timer // ready timeout while starting
+	signalTimer *time.Timer // the stop signal after 'shutdown', Node IPC only
+	killTimer   *time.Timer // SIGKILL at the stop timeout while stopping
 }
 
 func (w *worker) String() string {
@@ -75,7 +79,7 @@ func (w *worker) signal(sig syscall.Signal) error {
 }
 
 func (w *worker) stopTimers() {
-	for _, t := range []*time.Timer{w.readyTimer, w.killTimer} {
+	for _, t := range []*time.Timer{w.readyTimer, w.signalTimer, w.killTimer} {
 		if t != nil {
 			t.Stop()
 		}

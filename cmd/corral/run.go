@@ -50,7 +50,11 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	spec, err := buildSpec(cfg)
+	dir, err := pl.makeDir()
+	if err != nil {
+		return err
+	}
+	spec, err := buildSpec(cfg, dir)
 	if err != nil {
 		return err
 	}
@@ -60,13 +64,14 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer activation.Close(socks)
-	return supervise(pl, spec, socks, log, func() (workers.Spec, error) {
+	log.infof("%s", cfg.Describe(spec.Instances))
+	return supervise(pl, dir, spec, socks, log, func() (workers.Spec, error) {
 		c, err := load()
 		if err != nil {
 			return workers.Spec{}, err
 		}
 		log.infof("reload: %s", c.Describe(c.Instances.Resolve(config.AvailableCPUs())))
-		return buildSpec(c)
+		return buildSpec(c, dir)
 	})
 }
 
@@ -92,7 +97,7 @@ func loadConfig(path string, flagCfg *config.Config, fs *pflag.FlagSet, command 
 // buildSpec turns settings into what the workers run, resolving the
 // command and the working directory now, so that a reload of a broken
 // release fails before any worker is touched.
-func buildSpec(cfg config.Config) (workers.Spec, error) {
+func buildSpec(cfg config.Config, runtimeDir string) (workers.Spec, error) {
 	dir := cfg.WorkingDirectory
 	if dir != "" {
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
@@ -103,10 +108,17 @@ func buildSpec(cfg config.Config) (workers.Spec, error) {
 	if err != nil {
 		return workers.Spec{}, usageError{err}
 	}
+	env := cfg.Env(os.Environ())
+	if cfg.NodeIPC() {
+		if env, err = withNodePreload(env, runtimeDir); err != nil {
+			return workers.Spec{}, err
+		}
+	}
 	return workers.Spec{
+		NodeIPC:       cfg.NodeIPC(),
 		Path:          path,
 		Args:          cfg.Command[1:],
-		Env:           cfg.Env(os.Environ()),
+		Env:           env,
 		Dir:           dir,
 		Instances:     cfg.Instances.Resolve(config.AvailableCPUs()),
 		Ready:         workers.ReadyMode(cfg.Ready),
@@ -145,11 +157,7 @@ func sockets(cfg config.Config, fs *pflag.FlagSet, log *logger) ([]activation.So
 }
 
 // supervise runs the pool until a signal stops it.
-func supervise(pl place, spec workers.Spec, socks []activation.Socket, log *logger, load func() (workers.Spec, error)) error {
-	dir, err := pl.makeDir()
-	if err != nil {
-		return err
-	}
+func supervise(pl place, dir string, spec workers.Spec, socks []activation.Socket, log *logger, load func() (workers.Spec, error)) error {
 	ctl, err := control.Listen(pl.controlPath(), log.warnf)
 	if err != nil {
 		return err
@@ -160,6 +168,7 @@ func supervise(pl place, spec workers.Spec, socks []activation.Socket, log *logg
 		return err
 	}
 	defer ns.Close()
+	ns.SetLogf(log.warnf)
 
 	pool, err := workers.New(workers.Options{
 		Spec: spec, Load: load, Sockets: socks, Notify: ns, Up: notify.NewUpstream(),
