@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/corraldev/corral/notify"
 )
 
 func TestWorkersShareTheSocket(t *testing.T) {
@@ -185,4 +187,31 @@ func TestKillStopsAtOnce(t *testing.T) {
 	if err := h.wait(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestStatusSaysWhichWorkerIsDown(t *testing.T) {
+	gate := filepath.Join(t.TempDir(), "gate")
+	mkfifo(t, gate+"0")
+	mkfifo(t, gate+"1")
+	h := startPool(t, testSpec(t, "flaky", 2, "CORRAL_TEST_GATE="+gate),
+		func(o *Options) { o.Backoff = Backoff{Initial: time.Hour} })
+	h.waitOnline(2)
+	openGate(t, gate+"1")
+	st := h.waitFor("worker 1 down", func(st Status) bool { return st.Online == 1 && st.Restarts == 1 })
+	want := "1/2 workers online · generation 1 · 1 restarts · worker 1 down (exited with status 1; restart 1 pending)"
+	if st.Line != want {
+		t.Fatalf("status line %q, want %q", st.Line, want)
+	}
+	h.sys.waitFor(t, 0, "STATUS="+want)
+}
+
+func TestWatchdogPings(t *testing.T) {
+	h := startPool(t, testSpec(t, "ready", 1), func(o *Options) {
+		t.Setenv("WATCHDOG_USEC", "100000")
+		t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+		o.Up = notify.NewUpstream()
+	})
+	h.waitOnline(1)
+	i := h.sys.waitFor(t, 0, "WATCHDOG=1")
+	h.sys.waitFor(t, i+1, "WATCHDOG=1")
 }

@@ -63,10 +63,24 @@ func (p *Pool) statusLine() string {
 	}
 	line := fmt.Sprintf("%d/%d workers online · generation %d · %d restarts",
 		p.onlineCount(), p.spec.Instances, p.generation, p.restarts())
+	for _, i := range p.slotIndexes() {
+		if s := p.slots[i]; s.cur == nil && s.restarts > 0 {
+			line += fmt.Sprintf(" · worker %d down (%s; restart %d pending)", i, s.lastExit, s.restarts)
+		}
+	}
 	if r := p.lastReload; r != nil && !r.OK {
 		line += " · last " + r.Message
 	}
 	return line
+}
+
+func (p *Pool) slotIndexes() []int {
+	idx := make([]int, 0, len(p.slots))
+	for i := range p.slots {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	return idx
 }
 
 func (p *Pool) status() Status {
