@@ -1,0 +1,70 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/corraldev/corral/internal/loadtest"
+)
+
+// The PM2-style example runs unchanged: listen(PORT) through the preload,
+// process.send('ready'), and exit on 'shutdown'; 20 reloads under load
+// lose nothing.
+func TestPM2AppReloadsUnderLoad(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("node is missing; .ci/run must install nodejs")
+		}
+		t.Skip("node not installed")
+	}
+	app, err := filepath.Abs("../../examples/pm2-app/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	port := addr[strings.LastIndexByte(addr, ':')+1:]
+	control := filepath.Join(t.TempDir(), "control.sock")
+	cmd := corralCmd(t, []string{"PORT=" + port, "NOTIFY_SOCKET="},
+		"run", "-i", "2", "--listen", addr, "--control", control, "--", node, app)
+	in := &instance{t: t, cmd: cmd, control: control, stderr: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = in.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { in.err = cmd.Wait(); close(in.done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		in.wait()
+		if t.Failed() {
+			t.Logf("corral's stderr:\n%s", in.stderr)
+		}
+	})
+	before := in.waitRunning(2)
+	got, err := httpGet(addr)
+	if err != nil || !strings.HasPrefix(got, "hello from instance ") {
+		t.Fatalf("GET / = %q, %v", got, err)
+	}
+	l := loadtest.Start(addr, 2, 2)
+	for i := range 20 {
+		out, err := corralCmd(t, nil, "reload", "--control", control).CombinedOutput()
+		if err != nil {
+			t.Fatalf("reload %d: %v: %s", i, err, out)
+		}
+	}
+	after := in.waitRunning(2)
+	ok, failed, errs := l.Stop()
+	t.Logf("20 reloads of the PM2-style app: %d requests ok, %d failed", ok, failed)
+	if failed > 0 || ok == 0 {
+		t.Fatalf("%d of %d requests failed: %q", failed, ok+failed, errs)
+	}
+	if pidsOf(before) == pidsOf(after) || after.Generation != 21 {
+		t.Fatalf("workers not replaced: %v -> %v", pidsOf(before), pidsOf(after))
+	}
+	if n := strings.Count(in.stderr.String(), "after 'shutdown'; sending"); n > 0 {
+		t.Errorf("%d old workers needed the stop signal: they should exit on 'shutdown'", n)
+	}
+}
