@@ -32,6 +32,12 @@ type Message struct {
 	Status        string // value of STATUS= (last one wins)
 	HasStatus     bool   // a STATUS= line was present (Status may be empty)
 	Errno         int    // ERRNO= if present and a valid non-negative int, else 0
+
+	// Ancestors are the sender's parent, grandparent and so on (not PID
+	// 1), read when the datagram arrived, while the sender still ran: a
+	// worker's child that notifies (systemd-notify) may be gone by the
+	// time the message is acted on.
+	Ancestors []int
 }
 
 // Parse parses the payload of one datagram; PID, UID and GID are left zero.

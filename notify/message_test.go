@@ -3,6 +3,7 @@ package notify
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -60,7 +61,7 @@ func TestParse(t *testing.T) {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("Parse(%q) error = %v, want %v", tt.in, err, tt.wantErr)
 				}
-				if got != (Message{}) {
+				if !reflect.DeepEqual(got, Message{}) {
 					t.Errorf("Parse(%q) = %+v with error, want zero Message", tt.in, got)
 				}
 				return
@@ -68,7 +69,7 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse(%q) error = %v", tt.in, err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Parse(%q) = %+v, want %+v", tt.in, got, tt.want)
 			}
 		})
@@ -86,14 +87,14 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Parse(b)
 		if err != nil {
-			if m != (Message{}) {
+			if !reflect.DeepEqual(m, Message{}) {
 				t.Fatalf("Parse(%q) = %+v with error %v, want zero Message", b, m, err)
 			}
 			return
 		}
 		checkValid(t, b, m)
 		again, err := Parse(encode(m))
-		if err != nil || again != m {
+		if err != nil || !reflect.DeepEqual(again, m) {
 			t.Fatalf("round trip of %+v: got %+v, %v", m, again, err)
 		}
 	})

@@ -1,9 +1,12 @@
 package notify
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +23,11 @@ var (
 	errNoCreds = errors.New("no sender credentials")
 	errFDs     = errors.New("file descriptors attached (closed them)")
 	errCtrunc  = errors.New("control data truncated")
+
+	// errBarrier marks sd_notify_barrier(3)'s BARRIER=1 datagram: its one
+	// fd is closed, which is the answer the sender waits for, and nothing
+	// is delivered or counted. systemd-notify sends one after each message.
+	errBarrier = errors.New("barrier")
 )
 
 // reader holds the buffers for one Serve loop.
@@ -48,6 +56,9 @@ func (r *reader) next() (Message, error) {
 		m, err := decode(r.buf[:n], r.oob[:oobn], flags)
 		if err == nil {
 			return m, nil
+		}
+		if err == errBarrier {
+			continue
 		}
 		r.s.dropped.Add(1)
 		r.s.log.report(m.PID, err)
@@ -81,7 +92,7 @@ func (r *reader) recv() (n, oobn, flags int, err error) {
 // saying why it must be dropped together with a Message that holds only the
 // sender's credentials, if known.
 func decode(p, oob []byte, flags int) (Message, error) {
-	cred, err := parseControl(oob)
+	cred, fds, err := parseControl(oob)
 	var who Message
 	if cred != nil {
 		who.PID, who.UID, who.GID = int(cred.Pid), int(cred.Uid), int(cred.Gid)
@@ -89,12 +100,60 @@ func decode(p, oob []byte, flags int) (Message, error) {
 	if err == nil {
 		err = checkDatagram(len(p), flags, who.PID)
 	}
+	if err == nil && fds > 0 {
+		err = errFDs
+		if fds == 1 && strings.TrimSpace(string(p)) == "BARRIER=1" {
+			err = errBarrier
+		}
+	}
 	if err != nil {
 		return who, err
 	}
 	m, err := Parse(p)
 	m.PID, m.UID, m.GID = who.PID, who.UID, who.GID
+	if err == nil {
+		// Now, while the sender still runs: systemd-notify exits as
+		// soon as its barrier is answered, and then its parent is lost.
+		m.Ancestors = ancestors(m.PID)
+	}
 	return m, err
+}
+
+// maxAncestors bounds how far up the process tree a sender is traced.
+const maxAncestors = 16
+
+// ancestors returns pid's parent, grandparent and so on, up to but not
+// including PID 1, read from /proc; as many as could be read.
+func ancestors(pid int) []int {
+	var up []int
+	for range maxAncestors {
+		ppid, err := parentOf(pid)
+		if err != nil || ppid <= 1 {
+			break
+		}
+		up = append(up, ppid)
+		pid = ppid
+	}
+	return up
+}
+
+// parentOf returns the parent PID of pid, from /proc/PID/stat.
+func parentOf(pid int) (int, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name, field 2, is in parentheses and may hold anything,
+	// so fields are counted from the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
+	}
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 2 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: too few fields", pid)
+	}
+	return strconv.Atoi(string(f[1]))
 }
 
 // checkDatagram applies systemd's checks to a received datagram of n bytes
@@ -111,14 +170,15 @@ func checkDatagram(n, flags, pid int) error {
 	return nil
 }
 
-// parseControl returns the credentials in oob, or nil if there are none. It
-// closes every file descriptor passed in oob and then returns errFDs.
-func parseControl(oob []byte) (*unix.Ucred, error) {
+// parseControl returns the credentials in oob, or nil if there are none,
+// and how many file descriptors came with them, all of which it closes.
+func parseControl(oob []byte) (*unix.Ucred, int, error) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return nil, fmt.Errorf("parse control data: %w", err)
+		return nil, 0, fmt.Errorf("parse control data: %w", err)
 	}
 	var cred *unix.Ucred
+	n := 0
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Header.Level != unix.SOL_SOCKET {
@@ -128,19 +188,20 @@ func parseControl(oob []byte) (*unix.Ucred, error) {
 		case unix.SCM_CREDENTIALS:
 			cred, _ = unix.ParseUnixCredentials(m) // nil if malformed
 		case unix.SCM_RIGHTS:
-			closeRights(m)
-			err = errFDs
+			n += closeRights(m)
 		}
 	}
-	return cred, err
+	return cred, n, nil
 }
 
-// closeRights closes the file descriptors carried by an SCM_RIGHTS message.
-func closeRights(m *unix.SocketControlMessage) {
+// closeRights closes the file descriptors carried by an SCM_RIGHTS message
+// and returns how many there were.
+func closeRights(m *unix.SocketControlMessage) int {
 	fds, _ := unix.ParseUnixRights(m)
 	for _, fd := range fds {
 		unix.Close(fd)
 	}
+	return len(fds)
 }
 
 // dropLog reports dropped datagrams through logf, at most once a second.

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -99,12 +101,16 @@ func TestSocketDeliversWithCredentials(t *testing.T) {
 	c := dial(t, s.Path())
 	send(t, c, "READY=1\nSTATUS=up")
 	m := receive(t, ch)
-	want := Message{PID: os.Getpid(), UID: os.Getuid(), GID: os.Getgid(), Ready: true, Status: "up", HasStatus: true}
-	if m != want {
+	want := Message{PID: os.Getpid(), UID: os.Getuid(), GID: os.Getgid(), Ready: true, Status: "up", HasStatus: true,
+		Ancestors: ancestors(os.Getpid())}
+	if !reflect.DeepEqual(m, want) {
 		t.Errorf("got %+v, want %+v", m, want)
 	}
+	if len(m.Ancestors) == 0 || m.Ancestors[0] != os.Getppid() {
+		t.Errorf("ancestors %v do not start with the parent %d", m.Ancestors, os.Getppid())
+	}
 	send(t, c, "X_FOO=1")
-	if m := receive(t, ch); m != (Message{PID: os.Getpid(), UID: os.Getuid(), GID: os.Getgid()}) {
+	if m := receive(t, ch); !reflect.DeepEqual(m, Message{PID: os.Getpid(), UID: os.Getuid(), GID: os.Getgid(), Ancestors: ancestors(os.Getpid())}) {
 		t.Errorf("unknown key only: got %+v, want credentials only", m)
 	}
 	if n := s.Dropped(); n != 0 {
@@ -272,5 +278,42 @@ func TestServeAgainAfterCancel(t *testing.T) {
 	send(t, dial(t, s.Path()), "READY=1")
 	if m := receive(t, ch); !m.Ready {
 		t.Errorf("got %+v, want Ready", m)
+	}
+}
+
+// systemd-notify follows each message with sd_notify_barrier(3): BARRIER=1
+// and the write end of a pipe, which the receiver closes to answer.
+func TestBarrierIsAnsweredNotDropped(t *testing.T) {
+	s := listen(t)
+	ch := serve(t, s)
+	c := dial(t, s.Path())
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	raw.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), []byte("BARRIER=1"), unix.UnixRights(int(w.Fd())), nil, 0)
+		return serr != unix.EAGAIN
+	})
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	w.Close()
+	r.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := r.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("barrier not answered: read %d, %v", n, err)
+	}
+	send(t, c, "READY=1")
+	if m := receive(t, ch); !m.Ready {
+		t.Fatalf("got %+v after the barrier", m)
+	}
+	if d := s.Dropped(); d != 0 {
+		t.Errorf("barrier counted as dropped (%d)", d)
 	}
 }

@@ -130,7 +130,7 @@ func (p *Pool) timer(ev timerEvent) {
 
 // message handles a datagram on corral's notify socket.
 func (p *Pool) message(m notify.Message) {
-	w := p.sender(m.PID)
+	w := p.sender(m)
 	if w == nil {
 		p.spoofed++
 		if time.Since(p.lastSpoof) >= time.Second {
@@ -150,18 +150,16 @@ func (p *Pool) message(m notify.Message) {
 	}
 }
 
-// sender returns the worker that sent a message from pid: the worker itself
-// or one of its descendants. Nil when pid belongs to no worker.
-func (p *Pool) sender(pid int) *worker {
-	for range 32 {
+// sender returns the worker that sent m: the worker itself or one of its
+// descendants, traced when the datagram arrived. Nil for anyone else.
+func (p *Pool) sender(m notify.Message) *worker {
+	if w := p.workers[m.PID]; w != nil {
+		return w
+	}
+	for _, pid := range m.Ancestors {
 		if w := p.workers[pid]; w != nil {
 			return w
 		}
-		ppid, err := parentOf(pid)
-		if err != nil || ppid <= 1 {
-			return nil
-		}
-		pid = ppid
 	}
 	return nil
 }

@@ -43,6 +43,8 @@ Usage:
                                            rolling reload; waits, exits non-zero if it failed
   corral status [--json] [--name NAME | --control PATH]
                                            show the workers
+  corral units [--template NAME] [--dir DIR | --print]
+                                           write the systemd units NAME@.service and NAME@.socket
   corral version                           print the version
 
 Examples:
@@ -73,12 +75,14 @@ func corral(args []string, stdout, stderr io.Writer) int {
 		err = reloadCommand(args[1:], stdout)
 	case "status":
 		err = statusCommand(args[1:], stdout)
+	case "units":
+		err = unitsCommand(args[1:], stdout)
 	case "version", "--version", "-V":
 		fmt.Fprintf(stdout, "corral %s\n", buildVersion())
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, mainHelp)
 	default:
-		err = usagef("unknown command %q: want run, reload, status or version (see corral help)", args[0])
+		err = usagef("unknown command %q: want run, reload, status, units or version (see corral help)", args[0])
 	}
 	switch {
 	case err == nil:

@@ -52,7 +52,7 @@ func main() {
 func newHandler(index, generation string, pid int) http.Handler {
 	greeting := fmt.Sprintf("hello from worker %s (pid %d, generation %s)\n", index, pid, generation)
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, greeting)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,92 @@
+package systemd_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/corraldev/corral/contrib/systemd"
+)
+
+// maxExposure is the highest `systemd-analyze security` exposure the
+// service may have; it rates 1.2 as shipped.
+const maxExposure = 1.5
+
+// writeUnits writes the units for opts into a new directory and returns
+// their paths. systemd-analyze verify wants ExecStart='s binary to exist,
+// so corral is this test binary.
+func writeUnits(t *testing.T, template string) []string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	units, err := systemd.Units(systemd.Options{Template: template, Corral: self})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var paths []string
+	for _, u := range units {
+		p := filepath.Join(dir, u.Name)
+		writeFile(t, p, u.Text)
+		paths = append(paths, p)
+	}
+	return paths
+}
+
+// requireTool returns the path of a tool the test needs, skipping the test
+// without it, except in CI.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s: %v", name, err)
+		}
+		t.Skipf("%s: %v", name, err)
+	}
+	return p
+}
+
+func TestUnitsVerify(t *testing.T) {
+	analyze := requireTool(t, "systemd-analyze")
+	for _, template := range []string{"corral", "app"} {
+		t.Run(template, func(t *testing.T) {
+			paths := writeUnits(t, template)
+			out, err := exec.Command(analyze, append([]string{"verify"}, paths...)...).CombinedOutput()
+			if err != nil || len(out) > 0 {
+				t.Errorf("systemd-analyze verify %s: %v\n%s", strings.Join(paths, " "), err, out)
+			}
+		})
+	}
+}
+
+var overall = regexp.MustCompile(`Overall exposure level for \S+: (\d+\.\d+) (\S+)`)
+
+func TestServiceSecurityExposure(t *testing.T) {
+	analyze := requireTool(t, "systemd-analyze")
+	service := writeUnits(t, "corral")[0]
+	out, err := exec.Command(analyze, "security", "--offline=yes", "--no-pager", service).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze security --offline=yes %s: %v\n%s", service, err, out)
+	}
+	m := overall.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no exposure level in:\n%s", out)
+	}
+	var open []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "✗") {
+			open = append(open, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	t.Logf("systemd-analyze security --offline=yes: exposure %s %s; left open:\n%s", m[1], m[2], strings.Join(open, "\n"))
+	if score, _ := strconv.ParseFloat(string(m[1]), 64); score > maxExposure {
+		t.Errorf("exposure %s is above %.1f: a hardening directive was lost", m[1], maxExposure)
+	}
+}
