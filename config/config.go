@@ -82,8 +82,8 @@ func (c *Config) Validate() error {
 	switch {
 	case len(c.Command) == 0 || c.Command[0] == "":
 		return errors.New("no command to run: put it after -- (corral run --listen :8080 -- node server.js) or set command = [\"node\", \"server.js\"] in the config file")
-	case c.Ready != "notify" && c.Ready != "exec":
-		return fmt.Errorf("ready %q: want notify (the worker sends READY=1) or exec (online as soon as it runs)", c.Ready)
+	case c.Ready != "notify" && c.Ready != "listen" && c.Ready != "exec":
+		return fmt.Errorf("ready %q: want notify (the worker sends READY=1), listen (it waits for connections on a socket) or exec (online as soon as it runs)", c.Ready)
 	case c.IPC != "auto" && c.IPC != "node" && c.IPC != "none":
 		return fmt.Errorf("ipc %q: want auto (node for node and nodejs commands), node or none", c.IPC)
 	case c.ReadyTimeout <= 0:

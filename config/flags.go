@@ -15,7 +15,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringArrayVarP(&c.Listen, "listen", "l", nil,
 		"socket to open when systemd passed none: [NAME=]HOST:PORT, [NAME=]:PORT, [NAME=][::1]:PORT or [NAME=]unix:/PATH (repeatable)")
 	fs.StringVar(&c.Ready, "ready", c.Ready,
-		"when a new worker counts as online: notify (it sends READY=1 or \"online\" to $NOTIFY_SOCKET) or exec (as soon as it runs)")
+		"when a new worker counts as online: notify (it sends READY=1 or \"online\" to $NOTIFY_SOCKET, or Node's process.send('ready')), listen (it waits for connections on one of the sockets, for apps that never notify) or exec (as soon as it runs)")
 	fs.StringVar(&c.IPC, "ipc", c.IPC,
 		"Node's IPC channel for the workers (process.send('ready'), the 'shutdown' message): auto (for node and nodejs commands), node or none")
 	fs.Var(&c.ReadyTimeout, "ready-timeout", "how long a new worker may take to come online before it counts as failed")

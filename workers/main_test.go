@@ -34,15 +34,16 @@ func TestMain(m *testing.M) {
 }
 
 var helpers = map[string]func() int{
-	"http":     httpHelper,
-	"gated":    gatedHelper,
-	"ready":    readyHelper,
-	"never":    neverHelper,
-	"crash":    func() int { fmt.Fprintln(os.Stderr, "test worker: crashing on start"); return 1 },
-	"flaky":    flakyHelper,
-	"stubborn": stubbornHelper,
-	"fds":      fdsHelper,
-	"child":    childHelper,
+	"http":      httpHelper,
+	"gated":     gatedHelper,
+	"ready":     readyHelper,
+	"plainhttp": plainHTTPHelper,
+	"never":     neverHelper,
+	"crash":     func() int { fmt.Fprintln(os.Stderr, "test worker: crashing on start"); return 1 },
+	"flaky":     flakyHelper,
+	"stubborn":  stubbornHelper,
+	"fds":       fdsHelper,
+	"child":     childHelper,
 }
 
 // httpHelper serves its identity: "pid slot generation", draining the way
@@ -59,6 +60,18 @@ func httpHelper() int {
 		fmt.Fprintln(os.Stderr, "test worker:", err)
 		return 1
 	}
+	return 0
+}
+
+// plainHTTPHelper never notifies: after its gate it serves plain
+// net/http on fd 3, as many apps do.
+func plainHTTPHelper() int {
+	waitGate(os.Getenv("CORRAL_TEST_GATE"))
+	ln, err := net.FileListener(os.NewFile(3, "listener"))
+	if err != nil {
+		return 4
+	}
+	http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("plain\n")) }))
 	return 0
 }
 

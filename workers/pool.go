@@ -14,6 +14,7 @@ import (
 
 	"github.com/corraldev/corral/activation"
 	"github.com/corraldev/corral/notify"
+	"github.com/corraldev/corral/readiness"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,6 +80,7 @@ type Pool struct {
 	opts    Options
 	listen  []string // LISTEN_FDS and LISTEN_FDNAMES for workers
 	files   []*os.File
+	probe   readiness.Sockets // for ReadyListen
 	spawner *spawner
 	herald  *herald
 
@@ -97,6 +99,7 @@ type Pool struct {
 	fatal      error
 	spoofed    uint64
 	ipcDropped uint64
+	probes     uint64 // looks at starting ReadyListen workers
 	lastStatus string
 	lastSpoof  time.Time
 
@@ -171,6 +174,11 @@ func New(opts Options) (*Pool, error) {
 	for _, s := range opts.Sockets {
 		p.files = append(p.files, s.File)
 	}
+	probe, err := readiness.SocketsOf(p.files)
+	if err != nil {
+		return nil, fmt.Errorf("sockets: %w", err)
+	}
+	p.probe = probe
 	spec := opts.Spec
 	p.spec = &spec
 	return p, nil
@@ -195,6 +203,9 @@ func (p *Pool) Run(ctx context.Context) error {
 		defer t.Stop()
 		watchdog = t.C
 	}
+
+	probe := time.NewTicker(probeInterval)
+	defer probe.Stop()
 
 	p.generation, p.lastGen = 1, 1
 	for i := 0; i < p.spec.Instances; i++ {
@@ -224,6 +235,8 @@ func (p *Pool) Run(ctx context.Context) error {
 			reply <- p.status()
 		case <-p.kills:
 			p.killAll()
+		case <-probe.C:
+			p.probeListening()
 		case <-watchdog:
 			if p.healthy() {
 				p.herald.send(upMsg{kind: upWatchdog})

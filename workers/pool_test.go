@@ -215,3 +215,24 @@ func TestWatchdogPings(t *testing.T) {
 	i := h.sys.waitFor(t, 0, "WATCHDOG=1")
 	h.sys.waitFor(t, i+1, "WATCHDOG=1")
 }
+
+// A worker that never notifies is online once it accepts on the socket,
+// and not while it only holds it.
+func TestReadyListen(t *testing.T) {
+	gate := filepath.Join(t.TempDir(), "gate")
+	mkfifo(t, gate+"0")
+	spec := testSpec(t, "plainhttp", 1, "CORRAL_TEST_GATE="+gate+"0")
+	spec.Ready = ReadyListen
+	h := startPool(t, spec)
+	// Until the gate opens the worker holds the socket and serves nothing.
+	st := h.waitFor("5 looks at the worker", func(st Status) bool { return st.Probes >= 5 })
+	if st.Online != 0 {
+		t.Fatalf("online before it served: %+v", st)
+	}
+	openGate(t, gate+"0")
+	h.waitOnline(1)
+	if body, err := h.get(); err != nil || body != "plain\n" {
+		t.Fatalf("GET = %q, %v", body, err)
+	}
+	waitLog(t, h, "listening: pid", 1)
+}

@@ -14,6 +14,10 @@ const (
 	ReadyNotify ReadyMode = "notify"
 	// ReadyExec counts a worker online as soon as its process is running.
 	ReadyExec ReadyMode = "exec"
+	// ReadyListen counts a worker online once it, or a descendant, waits
+	// for connections on one of the sockets (package readiness), or
+	// notifies, whichever comes first.
+	ReadyListen ReadyMode = "listen"
 )
 
 // FailurePolicy says what a reload does when a new worker fails to come online.
@@ -58,8 +62,8 @@ func (s *Spec) validate() error {
 		return fmt.Errorf("no command to run")
 	case s.Instances < 1:
 		return fmt.Errorf("instances %d: want at least 1", s.Instances)
-	case s.Ready != ReadyNotify && s.Ready != ReadyExec:
-		return fmt.Errorf("ready %q: want notify or exec", s.Ready)
+	case s.Ready != ReadyNotify && s.Ready != ReadyExec && s.Ready != ReadyListen:
+		return fmt.Errorf("ready %q: want notify, listen or exec", s.Ready)
 	case s.ReadyTimeout <= 0:
 		return fmt.Errorf("ready timeout %v: want a positive duration", s.ReadyTimeout)
 	case s.StopTimeout <= 0:

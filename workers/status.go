@@ -18,6 +18,7 @@ type Status struct {
 	Ignored    uint64         `json:"ignored_notify_messages"` // from PIDs that are not workers
 	Dropped    uint64         `json:"dropped_notify_messages"` // malformed, oversized, no credentials
 	IPCDropped uint64         `json:"dropped_ipc_messages"`    // malformed or over 64 KiB on Node's channel
+	Probes     uint64         `json:"listen_probes"`           // looks for a listening worker (ready=listen)
 	Workers    []WorkerStatus `json:"workers"`
 }
 
@@ -95,6 +96,7 @@ func (p *Pool) status() Status {
 		Ignored:    p.spoofed,
 		Dropped:    p.opts.Notify.Dropped(),
 		IPCDropped: p.ipcDropped,
+		Probes:     p.probes,
 	}
 	for _, w := range p.workers {
 		ws := WorkerStatus{Slot: w.slot, PID: w.pid, Generation: w.gen, State: w.state.String(),
