@@ -139,7 +139,8 @@ func TestValidate(t *testing.T) {
 		want string
 	}{
 		{func(c *Config) { c.Command = nil }, "no command to run"},
-		{func(c *Config) { c.Ready = "listen" }, `ready "listen"`},
+		{func(c *Config) { c.Ready = "online" }, `ready "online"`},
+		{func(c *Config) { c.IPC = "zmq" }, `ipc "zmq"`},
 		{func(c *Config) { c.MaxSurge = 0 }, "max surge 0"},
 		{func(c *Config) { c.ReloadFailure = "retry" }, `reload failure "retry"`},
 		{func(c *Config) { c.Environment = map[string]string{"A=B": "x"} }, `environment "A=B"`},
