@@ -4,7 +4,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run test bench clean
+.PHONY: build run test bench clean package
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/corral ./cmd/corral
@@ -23,6 +23,11 @@ test:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./workers/
+
+# dist/corral_VERSION_{amd64,arm64}.deb and dist/corral-VERSION-1.{x86_64,aarch64}.rpm;
+# packaging/build derives VERSION from git tags (`make package VERSION=1.2.4` overrides).
+package:
+	packaging/build
 
 clean:
 	rm -rf bin dist
