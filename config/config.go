@@ -38,7 +38,7 @@ type Config struct {
 func Default() Config {
 	return Config{
 		Instances:     Instances{raw: "max"},
-		Ready:         "notify",
+		Ready:         "auto",
 		IPC:           "auto",
 		ReadyTimeout:  Duration(30 * time.Second),
 		StopTimeout:   Duration(30 * time.Second),
@@ -82,8 +82,8 @@ func (c *Config) Validate() error {
 	switch {
 	case len(c.Command) == 0 || c.Command[0] == "":
 		return errors.New("no command to run: put it after -- (corral run --listen :8080 -- node server.js) or set command = [\"node\", \"server.js\"] in the config file")
-	case c.Ready != "notify" && c.Ready != "listen" && c.Ready != "exec":
-		return fmt.Errorf("ready %q: want notify (the worker sends READY=1), listen (it waits for connections on a socket) or exec (online as soon as it runs)", c.Ready)
+	case c.Ready != "auto" && c.Ready != "notify" && c.Ready != "listen" && c.Ready != "exec":
+		return fmt.Errorf("ready %q: want auto, notify (the worker sends READY=1), listen (it waits for connections on a socket) or exec (online as soon as it runs)", c.Ready)
 	case c.IPC != "auto" && c.IPC != "node" && c.IPC != "none":
 		return fmt.Errorf("ipc %q: want auto (node for node and nodejs commands), node or none", c.IPC)
 	case c.ReadyTimeout <= 0:
@@ -137,4 +137,18 @@ func (c *Config) NodeIPC() bool {
 		return base == "node" || base == "nodejs"
 	}
 	return false
+}
+
+// ReadyMode resolves ready = "auto": for Node workers (see NodeIPC),
+// "listen", as PM2 counts a worker online at its 'listening' event unless
+// told to wait_ready (process.send('ready') still counts if it comes
+// first); for every other command "notify".
+func (c *Config) ReadyMode() string {
+	if c.Ready != "auto" {
+		return c.Ready
+	}
+	if c.NodeIPC() {
+		return "listen"
+	}
+	return "notify"
 }

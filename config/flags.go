@@ -15,7 +15,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringArrayVarP(&c.Listen, "listen", "l", nil,
 		"socket to open when systemd passed none: [NAME=]HOST:PORT, [NAME=]:PORT, [NAME=][::1]:PORT or [NAME=]unix:/PATH (repeatable)")
 	fs.StringVar(&c.Ready, "ready", c.Ready,
-		"when a new worker counts as online: notify (it sends READY=1 or \"online\" to $NOTIFY_SOCKET, or Node's process.send('ready')), listen (it waits for connections on one of the sockets, for apps that never notify) or exec (as soon as it runs)")
+		"when a new worker counts as online: auto (listen for Node workers, as PM2 without wait_ready; notify for others), notify (it sends READY=1 or \"online\" to $NOTIFY_SOCKET, or Node's process.send('ready')), listen (it waits for connections on one of the sockets, for apps that never notify) or exec (as soon as it runs)")
 	fs.StringVar(&c.IPC, "ipc", c.IPC,
 		"Node's IPC channel for the workers (process.send('ready'), the 'shutdown' message): auto (for node and nodejs commands), node or none")
 	fs.Var(&c.ReadyTimeout, "ready-timeout", "how long a new worker may take to come online before it counts as failed")
@@ -77,5 +77,5 @@ func Overlay(dst *Config, src *Config, fs *pflag.FlagSet) {
 // after a reload.
 func (c *Config) Describe(instances int) string {
 	return fmt.Sprintf("command %q, %d instances, ready=%s, ready timeout %v, stop %v then SIGKILL after %v, max surge %d, reload failure %s",
-		strings.Join(c.Command, " "), instances, c.Ready, &c.ReadyTimeout, &c.StopSignal, &c.StopTimeout, c.MaxSurge, c.ReloadFailure)
+		strings.Join(c.Command, " "), instances, c.ReadyMode(), &c.ReadyTimeout, &c.StopSignal, &c.StopTimeout, c.MaxSurge, c.ReloadFailure)
 }

@@ -106,13 +106,19 @@ type instance struct {
 // command comes from the config file.
 func startCorral(t *testing.T, worker string, args ...string) *instance {
 	t.Helper()
-	control := filepath.Join(t.TempDir(), "control.sock")
-	all := append([]string{"run", "--control", control}, args...)
 	if !strings.Contains(strings.Join(args, " "), "--config") {
 		exe, _ := os.Executable()
-		all = append(all, "--", exe)
+		args = append(args, "--", exe)
 	}
-	cmd := corralCmd(t, []string{"CORRAL_TEST_WORKER=" + worker, "NOTIFY_SOCKET="}, all...)
+	return runCorral(t, []string{"CORRAL_TEST_WORKER=" + worker}, args...)
+}
+
+// runCorral runs `corral run --control TMP ARGS` in the background with env
+// added, and stops it when the test ends.
+func runCorral(t *testing.T, env []string, args ...string) *instance {
+	t.Helper()
+	control := filepath.Join(t.TempDir(), "control.sock")
+	cmd := corralCmd(t, append(env, "NOTIFY_SOCKET="), append([]string{"run", "--control", control}, args...)...)
 	in := &instance{t: t, cmd: cmd, control: control, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = in.stderr
 	if err := cmd.Start(); err != nil {

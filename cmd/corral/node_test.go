@@ -27,22 +27,7 @@ func TestPM2AppReloadsUnderLoad(t *testing.T) {
 	}
 	addr := freePort(t)
 	port := addr[strings.LastIndexByte(addr, ':')+1:]
-	control := filepath.Join(t.TempDir(), "control.sock")
-	cmd := corralCmd(t, []string{"PORT=" + port, "NOTIFY_SOCKET="},
-		"run", "-i", "2", "--listen", addr, "--control", control, "--", node, app)
-	in := &instance{t: t, cmd: cmd, control: control, stderr: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = in.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { in.err = cmd.Wait(); close(in.done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		in.wait()
-		if t.Failed() {
-			t.Logf("corral's stderr:\n%s", in.stderr)
-		}
-	})
+	in := runCorral(t, []string{"PORT=" + port}, "-i", "2", "--listen", addr, "--", node, app)
 	before := in.waitRunning(2)
 	got, err := httpGet(addr)
 	if err != nil || !strings.HasPrefix(got, "hello from instance ") {
@@ -50,7 +35,7 @@ func TestPM2AppReloadsUnderLoad(t *testing.T) {
 	}
 	l := loadtest.Start(addr, 2, 2)
 	for i := range 20 {
-		out, err := corralCmd(t, nil, "reload", "--control", control).CombinedOutput()
+		out, err := corralCmd(t, nil, "reload", "--control", in.control).CombinedOutput()
 		if err != nil {
 			t.Fatalf("reload %d: %v: %s", i, err, out)
 		}
@@ -66,5 +51,28 @@ func TestPM2AppReloadsUnderLoad(t *testing.T) {
 	}
 	if n := strings.Count(in.stderr.String(), "after 'shutdown'; sending"); n > 0 {
 		t.Errorf("%d old workers needed the stop signal: they should exit on 'shutdown'", n)
+	}
+}
+
+// A Node app that never calls process.send('ready') is online once it
+// listens, as under PM2 without wait_ready: ready = "auto" means listen.
+func TestNodeAppWithoutReadyMessage(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("node is missing; .ci/run must install nodejs")
+		}
+		t.Skip("node not installed")
+	}
+	addr := freePort(t)
+	port := addr[strings.LastIndexByte(addr, ':')+1:]
+	in := runCorral(t, nil, "-i", "1", "--listen", addr,
+		"--", node, "-e", "require('http').createServer((q, s) => s.end('ok')).listen("+port+")")
+	in.waitRunning(1)
+	if got, err := httpGet(addr); err != nil || got != "ok" {
+		t.Fatalf("GET = %q, %v", got, err)
+	}
+	if !strings.Contains(in.stderr.String(), "ready=listen") || !strings.Contains(in.stderr.String(), "listening: pid") {
+		t.Errorf("corral did not say it used listen readiness:\n%s", in.stderr)
 	}
 }

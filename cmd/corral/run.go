@@ -121,7 +121,7 @@ func buildSpec(cfg config.Config, runtimeDir string) (workers.Spec, error) {
 		Env:           env,
 		Dir:           dir,
 		Instances:     cfg.Instances.Resolve(config.AvailableCPUs()),
-		Ready:         workers.ReadyMode(cfg.Ready),
+		Ready:         workers.ReadyMode(cfg.ReadyMode()),
 		ReadyTimeout:  time.Duration(cfg.ReadyTimeout),
 		StopTimeout:   time.Duration(cfg.StopTimeout),
 		StopSignal:    syscall.Signal(cfg.StopSignal),
