@@ -56,7 +56,7 @@ func httpHelper() int {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(id))
 	})}
-	if err := httpworker.Serve(context.Background(), srv, httpworker.Options{Grace: 300 * time.Millisecond}); err != nil {
+	if err := httpworker.Serve(context.Background(), srv, httpworker.Options{Grace: time.Second}); err != nil {
 		fmt.Fprintln(os.Stderr, "test worker:", err)
 		return 1
 	}
