@@ -8,6 +8,7 @@
 //   PORT=3000 pm2 start examples/pm2-app/app.js -i 2 --wait-ready
 'use strict';
 const http = require('http');
+const net = require('net');
 
 const port = Number(process.env.PORT || 3000);
 let draining = false;
@@ -27,11 +28,15 @@ server.listen(port, () => {
 function shutdown() {
   if (draining) return;
   draining = true;
-  // For a second, keep serving, answering with Connection: close, so that
-  // keep-alive clients move to another worker after their response. Then
-  // stop accepting and close what is idle (Node >= 19 does both in
-  // close()), and exit once every connection has closed.
-  setTimeout(() => server.close(() => process.exit(0)), 1000);
+  // Stop accepting at once (net.Server's close: the socket stays open in
+  // the other workers), but unlike http.Server's close, which Node 19+
+  // makes close idle keep-alive connections too, leave open connections
+  // alone: for a second they get answers with Connection: close, so their
+  // clients move to another worker after a response instead of having an
+  // idle connection closed under a request. Then close what is still idle;
+  // exit once every connection has closed.
+  net.Server.prototype.close.call(server, () => process.exit(0));
+  setTimeout(() => server.closeIdleConnections(), 1000).unref();
 }
 
 process.on('message', (msg) => { if (msg === 'shutdown') shutdown(); });
