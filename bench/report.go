@@ -214,7 +214,7 @@ func (rep *report) markdown() string {
 	p("How to read the figures:\n\n")
 	p("- New connection per request: PM2's cluster master accepts every connection and hands it to a worker; under corral (and bare) the workers accept from the shared socket themselves. With the load generator on the same 2 cores, corral, bare and corral-go come out close to one another: the client and the kernel's connection setup are the limit there, so corral/bare swings by about ±15%% from run to run.\n")
 	p("- Keep-alive: once a connection is open, PM2's master is no longer in its path, so the two are close.\n")
-	p("- Reloads: the app answers with `Connection: close` for its 1 s drain and keeps accepting during that second. The row \"connections opened by the keep-alive clients\" shows how often keep-alive clients had to reconnect; each reconnection is a new-connection request. The Go app (corral-go, httpworker) stops accepting before it drains.\n")
+	p("- Reloads: on `'shutdown'` (or SIGINT under PM2) the app stops accepting and answers its open connections with `Connection: close` for 1 s, so keep-alive clients reconnect to a new worker after a response. The row \"connections opened by the keep-alive clients\" shows how often they had to; each reconnection is a new-connection request. Under corral, back-to-back reloads overlap the old workers' drains, so more processes share the 2 cores during the reload scenario than under PM2.\n")
 	p("- Distribution with keep-alive depends on which worker accepted each of a few long-lived connections, so it varies a lot between rounds (see results.json).\n\n")
 	p("## Machine\n\n")
 	for _, k := range []string{"cpu", "nproc", "memory", "kernel", "os", "go", "node", "wrk"} {
