@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/corraldev/corral/internal/testenv"
 
 	"github.com/corraldev/corral/internal/loadtest"
 )
@@ -200,9 +201,9 @@ func (a *app) install(t *testing.T, root string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./examples/hello: %v\n%s", err, out)
 	}
-	writeFile(t, filepath.Join(root, "etc/corral/api.toml"),
+	testenv.WriteFile(t, filepath.Join(root, "etc/corral/api.toml"),
 		"command = [\"/usr/local/bin/hello\"]\ninstances = 2\nstop_timeout = \"10s\"\n")
-	writeFile(t, filepath.Join(root, "etc/systemd/system/corral@api.socket.d/tcp.conf"),
+	testenv.WriteFile(t, filepath.Join(root, "etc/systemd/system/corral@api.socket.d/tcp.conf"),
 		"[Socket]\nListenStream=\nListenStream="+a.addr+"\n")
 }
 
@@ -247,7 +248,7 @@ func debBooted(t *testing.T, root, deb1, deb2 string) {
 		copyFile(t, deb, filepath.Join(root, "root", filepath.Base(deb)))
 	}
 	m := boot(t, root)
-	a := &app{addr: freeAddr(t)}
+	a := &app{addr: testenv.FreeAddr(t)}
 
 	m.mustRun(t, "apt-get", "install", "-y", "/root/"+filepath.Base(deb1))
 	if out := m.mustRun(t, "corral", "--version"); !strings.Contains(out, version1) {
@@ -356,27 +357,6 @@ func checkPurged(t *testing.T, root string) {
 	t.Logf("after the purge, named corral: %s", strings.Join(kept, " "))
 	if _, err := os.Stat(filepath.Join(root, "etc/corral/example.toml")); err == nil {
 		t.Error("after the purge the conffile /etc/corral/example.toml is still there")
-	}
-}
-
-// freeAddr returns a loopback address with a port that was free just now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func writeFile(t *testing.T, path, text string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
 

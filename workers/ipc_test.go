@@ -2,23 +2,18 @@ package workers
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 // nodeSpec runs script with the machine's node, with Node's IPC channel.
 func nodeSpec(t *testing.T, n int, script string) Spec {
 	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("node is missing; .ci/run must install nodejs")
-		}
-		t.Skip("node not installed")
-	}
+	node := testenv.Need(t, "node", "nodejs")
 	path := filepath.Join(t.TempDir(), "app.js")
 	if err := os.WriteFile(path, []byte(script), 0o600); err != nil {
 		t.Fatal(err)

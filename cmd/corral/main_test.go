@@ -215,16 +215,6 @@ func ask(network, addr string) (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close() // another process may take the port before corral: unlikely on loopback
-	return ln.Addr().String()
-}
-
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

@@ -1,11 +1,11 @@
 package main
 
 import (
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/corraldev/corral/internal/testenv"
 
 	"github.com/corraldev/corral/internal/loadtest"
 )
@@ -14,18 +14,12 @@ import (
 // process.send('ready'), and exit on 'shutdown'; 20 reloads under load
 // lose nothing.
 func TestPM2AppReloadsUnderLoad(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("node is missing; .ci/run must install nodejs")
-		}
-		t.Skip("node not installed")
-	}
+	node := testenv.Need(t, "node", "nodejs")
 	app, err := filepath.Abs("../../examples/pm2-app/app.js")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	port := addr[strings.LastIndexByte(addr, ':')+1:]
 	in := runCorral(t, []string{"PORT=" + port}, "-i", "2", "--listen", addr, "--", node, app)
 	before := in.waitRunning(2)
@@ -57,14 +51,8 @@ func TestPM2AppReloadsUnderLoad(t *testing.T) {
 // A Node app that never calls process.send('ready') is online once it
 // listens, as under PM2 without wait_ready: ready = "auto" means listen.
 func TestNodeAppWithoutReadyMessage(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("node is missing; .ci/run must install nodejs")
-		}
-		t.Skip("node not installed")
-	}
-	addr := freePort(t)
+	node := testenv.Need(t, "node", "nodejs")
+	addr := testenv.FreeAddr(t)
 	port := addr[strings.LastIndexByte(addr, ':')+1:]
 	in := runCorral(t, nil, "-i", "1", "--listen", addr,
 		"--", node, "-e", "require('http').createServer((q, s) => s.end('ok')).listen("+port+")")

@@ -9,12 +9,14 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/corraldev/corral/internal/testenv"
+
 	"github.com/corraldev/corral/workers"
 )
 
 func TestServesOnNamedSockets(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "admin.sock")
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	in := startCorral(t, "echo", "-i", "2", "--listen", "http="+addr, "--listen", "admin=unix:"+sock)
 	st := in.waitRunning(2)
 	seen := map[string]bool{}
@@ -41,14 +43,8 @@ func TestServesOnNamedSockets(t *testing.T) {
 }
 
 func TestSocketActivation(t *testing.T) {
-	tool, err := exec.LookPath("systemd-socket-activate")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("systemd-socket-activate is missing; .ci/run must install the systemd package")
-		}
-		t.Skip("systemd-socket-activate not installed (Debian package systemd)")
-	}
-	addr := freePort(t)
+	tool := testenv.Need(t, "systemd-socket-activate", "systemd")
+	addr := testenv.FreeAddr(t)
 	exe, _ := os.Executable()
 	control := filepath.Join(t.TempDir(), "control.sock")
 	cmd := exec.Command(tool, "-l", addr, "--fdname=web",
@@ -70,6 +66,7 @@ func TestSocketActivation(t *testing.T) {
 	// systemd-socket-activate listens, then starts corral at the first
 	// connection, which waits in the queue until a worker accepts it.
 	var first string
+	var err error
 	waitUntil(t, "the activated socket to answer", func() bool {
 		first, err = ask("tcp", addr)
 		return err == nil
@@ -96,7 +93,7 @@ func TestSocketActivation(t *testing.T) {
 }
 
 func TestSIGKILLedCorralLeavesNoWorker(t *testing.T) {
-	in := startCorral(t, "echo", "-i", "2", "--listen", freePort(t))
+	in := startCorral(t, "echo", "-i", "2", "--listen", testenv.FreeAddr(t))
 	st := in.waitRunning(2)
 	in.cmd.Process.Kill()
 	in.wait()
@@ -106,7 +103,7 @@ func TestSIGKILLedCorralLeavesNoWorker(t *testing.T) {
 }
 
 func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
-	in := startCorral(t, "echo", "-i", "2", "--listen", freePort(t))
+	in := startCorral(t, "echo", "-i", "2", "--listen", testenv.FreeAddr(t))
 	st := in.waitRunning(2)
 	in.cmd.Process.Signal(syscall.SIGTERM)
 	if code := in.wait(); code != 0 {
@@ -123,7 +120,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 }
 
 func TestSIGHUPReloads(t *testing.T) {
-	in := startCorral(t, "echo", "-i", "1", "--listen", freePort(t))
+	in := startCorral(t, "echo", "-i", "1", "--listen", testenv.FreeAddr(t))
 	before := in.waitRunning(1)
 	in.cmd.Process.Signal(syscall.SIGHUP)
 	waitUntil(t, "generation 2", func() bool {
@@ -147,7 +144,7 @@ func TestReloadCommandRereadsConfig(t *testing.T) {
 	exe, _ := os.Executable()
 	write(`command = ["` + exe + `"]
 instances = 1
-listen = ["` + freePort(t) + `"]
+listen = ["` + testenv.FreeAddr(t) + `"]
 [environment]
 CORRAL_TEST_WORKER = "echo"
 `)

@@ -6,13 +6,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/corraldev/corral/internal/testenv"
 
 	"github.com/corraldev/corral/contrib/systemd"
 	"github.com/corraldev/corral/control"
@@ -67,19 +68,19 @@ func installApp(t *testing.T, m *manager, opts appOptions) *app {
 		t.Fatal(err)
 	}
 	for _, u := range units {
-		writeFile(t, filepath.Join(m.unitDir, u.Name), forUserManager(t, u.Name, u.Text, m))
+		testenv.WriteFile(t, filepath.Join(m.unitDir, u.Name), forUserManager(t, u.Name, u.Text, m))
 	}
 	if opts.unix {
 		a.sock = filepath.Join(m.runtime, "corral", a.name+".sock")
 	} else {
 		// The README's drop-in that moves an instance to a TCP port.
-		a.addr = freeAddr(t)
-		writeFile(t, filepath.Join(m.unitDir, a.socket()+".d", "tcp.conf"),
+		a.addr = testenv.FreeAddr(t)
+		testenv.WriteFile(t, filepath.Join(m.unitDir, a.socket()+".d", "tcp.conf"),
 			"[Socket]\nListenStream=\nListenStream="+a.addr+"\n")
 	}
 	// No journald runs here: corral's and the workers' output go to a file.
 	log := filepath.Join(m.dir, a.service()+".log")
-	writeFile(t, filepath.Join(m.unitDir, a.service()+".d", "log.conf"),
+	testenv.WriteFile(t, filepath.Join(m.unitDir, a.service()+".d", "log.conf"),
 		"[Service]\nStandardOutput=append:"+log+"\nStandardError=append:"+log+"\n")
 	a.writeConfig(t, opts.instances, opts.command...)
 	m.mustSystemctl(t, "daemon-reload")
@@ -127,7 +128,7 @@ func (a *app) writeConfig(t *testing.T, instances int, command ...string) {
 	if a.ready != "" {
 		config += fmt.Sprintf("ready = %q\n", a.ready)
 	}
-	writeFile(t, a.config, config)
+	testenv.WriteFile(t, a.config, config)
 }
 
 // status asks corral for its status over the control socket, as `corral
@@ -192,27 +193,6 @@ func (a *app) get(t *testing.T) string {
 		t.Fatalf("GET: %s, %v: %s", resp.Status, err, body)
 	}
 	return string(body)
-}
-
-// freeAddr returns a loopback address with a port that was free just now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func writeFile(t *testing.T, path, text string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // process is a process watched through a pidfd, which cannot mistake a

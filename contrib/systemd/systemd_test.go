@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corraldev/corral/internal/testenv"
+
 	"github.com/corraldev/corral/internal/loadtest"
 	"github.com/corraldev/corral/workers"
 	"golang.org/x/sys/unix"
@@ -461,11 +463,11 @@ func (l *load) stop() (ok, failed int64, errs []string) {
 func TestNamedSockets(t *testing.T) {
 	m := startManager(t)
 	a := installApp(t, m, appOptions{instances: 2})
-	admin := freeAddr(t)
-	writeFile(t, filepath.Join(m.unitDir, a.socket()+".d", "name.conf"), "[Socket]\nFileDescriptorName=http\n")
-	writeFile(t, filepath.Join(m.unitDir, "corral-admin@.socket"),
+	admin := testenv.FreeAddr(t)
+	testenv.WriteFile(t, filepath.Join(m.unitDir, a.socket()+".d", "name.conf"), "[Socket]\nFileDescriptorName=http\n")
+	testenv.WriteFile(t, filepath.Join(m.unitDir, "corral-admin@.socket"),
 		"[Socket]\nListenStream="+admin+"\nFileDescriptorName=admin\nService=corral@%i.service\n")
-	writeFile(t, filepath.Join(m.unitDir, a.service()+".d", "sockets.conf"),
+	testenv.WriteFile(t, filepath.Join(m.unitDir, a.service()+".d", "sockets.conf"),
 		"[Unit]\nRequires=corral-admin@api.socket\nAfter=corral-admin@api.socket\n"+
 			"[Service]\nSockets=corral@api.socket corral-admin@api.socket\n")
 	m.mustSystemctl(t, "daemon-reload")

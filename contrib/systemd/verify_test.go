@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/corraldev/corral/internal/testenv"
+
 	"github.com/corraldev/corral/contrib/systemd"
 )
 
@@ -33,7 +35,7 @@ func writeUnits(t *testing.T, template string) []string {
 	var paths []string
 	for _, u := range units {
 		p := filepath.Join(dir, u.Name)
-		writeFile(t, p, u.Text)
+		testenv.WriteFile(t, p, u.Text)
 		paths = append(paths, p)
 	}
 	return paths
