@@ -11,9 +11,7 @@ package packaging_test
 
 import (
 	"fmt"
-	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,20 +206,7 @@ func (a *app) install(t *testing.T, root string) {
 }
 
 // get makes one request on a new connection and returns the body.
-func (a *app) get(t *testing.T) string {
-	t.Helper()
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
-	resp, err := c.Get("http://" + a.addr + "/")
-	if err != nil {
-		t.Fatalf("GET: %v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET: %s, %v: %s", resp.Status, err, body)
-	}
-	return string(body)
-}
+func (a *app) get(t *testing.T) string { return testenv.Get(t, a.addr) }
 
 // underLoad runs f while 4 clients open a connection per request and 4
 // keep theirs alive, and fails t if a request failed.

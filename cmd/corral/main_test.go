@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -234,16 +233,4 @@ func (s *syncBuffer) String() string {
 
 func processGone(pid int) bool {
 	return syscall.Kill(pid, 0) == syscall.ESRCH
-}
-
-// httpGet fetches http://addr/ on a new connection.
-func httpGet(addr string) (string, error) {
-	c := http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + addr + "/")
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
 }

@@ -23,9 +23,8 @@ func TestPM2AppReloadsUnderLoad(t *testing.T) {
 	port := addr[strings.LastIndexByte(addr, ':')+1:]
 	in := runCorral(t, []string{"PORT=" + port}, "-i", "2", "--listen", addr, "--", node, app)
 	before := in.waitRunning(2)
-	got, err := httpGet(addr)
-	if err != nil || !strings.HasPrefix(got, "hello from instance ") {
-		t.Fatalf("GET / = %q, %v", got, err)
+	if got := testenv.Get(t, addr); !strings.HasPrefix(got, "hello from instance ") {
+		t.Fatalf("GET / = %q", got)
 	}
 	l := loadtest.Start(addr, 2, 2)
 	for i := range 20 {
@@ -57,8 +56,8 @@ func TestNodeAppWithoutReadyMessage(t *testing.T) {
 	in := runCorral(t, nil, "-i", "1", "--listen", addr,
 		"--", node, "-e", "require('http').createServer((q, s) => s.end('ok')).listen("+port+")")
 	in.waitRunning(1)
-	if got, err := httpGet(addr); err != nil || got != "ok" {
-		t.Fatalf("GET = %q, %v", got, err)
+	if got := testenv.Get(t, addr); got != "ok" {
+		t.Fatalf("GET = %q", got)
 	}
 	if !strings.Contains(in.stderr.String(), "ready=listen") || !strings.Contains(in.stderr.String(), "listening: pid") {
 		t.Errorf("corral did not say it used listen readiness:\n%s", in.stderr)

@@ -3,11 +3,14 @@
 package testenv
 
 import (
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // CI reports whether the tests run in CI, where a missing tool is a
@@ -51,4 +54,21 @@ func WriteFile(t testing.TB, path, text string) {
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Get fetches http://addr/ on a new connection and returns the body,
+// failing the test on an error or a status other than 200.
+func Get(t testing.TB, addr string) string {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("GET http://%s/: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET http://%s/: %s, %v: %s", addr, resp.Status, err, body)
+	}
+	return string(body)
 }
