@@ -1,7 +1,9 @@
 // Package config loads and checks corral's settings: defaults, then a TOML
 // file, then command-line flags, in that order. It is the one place that
 // knows every setting's name, default and rules, so `corral run` and a
-// reload read settings the same way.
+// reload read settings the same way. Each setting is declared once, as a
+// field of Config whose tags give its key and its flag; the list of known
+// keys, the flags and the overlay of flags on a file are read from them.
 package config
 
 import (
@@ -17,20 +19,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Config is every setting of an app run by corral.
+// Config is every setting of an app run by corral, each declared once here:
+// its key in the config file (toml), and its flag (flag, short, help) unless
+// it has none. Load, the unknown-key check, BindFlags, Overlay and Settings
+// all read these tags; Default holds the defaults and Validate the rules.
 type Config struct {
-	Command          []string          `toml:"command"`
-	Instances        Instances         `toml:"instances"`
-	Listen           []string          `toml:"listen"`
-	Ready            string            `toml:"ready"`
-	IPC              string            `toml:"ipc"`
-	ReadyTimeout     Duration          `toml:"ready_timeout"`
-	StopTimeout      Duration          `toml:"stop_timeout"`
-	StopSignal       Signal            `toml:"stop_signal"`
-	MaxSurge         int               `toml:"max_surge"`
-	ReloadFailure    string            `toml:"reload_failure"`
-	Environment      map[string]string `toml:"environment"`
-	WorkingDirectory string            `toml:"working_directory"`
+	// Command has no flag: it is what follows -- on the command line.
+	Command []string `toml:"command"`
+
+	Instances Instances `toml:"instances" flag:"instances" short:"i" help:"workers to run: N, max or 0 for one per available CPU, -K for CPUs minus K"`
+	Listen    []string  `toml:"listen" flag:"listen" short:"l" help:"socket to open when systemd passed none: [NAME=]HOST:PORT, [NAME=]:PORT, [NAME=][::1]:PORT or [NAME=]unix:/PATH (repeatable)"`
+	Ready     string    `toml:"ready" flag:"ready" help:"when a new worker counts as online: auto (listen for Node workers, as PM2 without wait_ready; notify for others), notify (it sends READY=1 or \"online\" to $NOTIFY_SOCKET, or Node's process.send('ready')), listen (it waits for connections on one of the sockets, for apps that never notify) or exec (as soon as it runs)"`
+	IPC       string    `toml:"ipc" flag:"ipc" help:"Node's IPC channel for the workers (process.send('ready'), the 'shutdown' message): auto (for node and nodejs commands), node or none"`
+
+	ReadyTimeout  Duration `toml:"ready_timeout" flag:"ready-timeout" help:"how long a new worker may take to come online before it counts as failed"`
+	StopTimeout   Duration `toml:"stop_timeout" flag:"stop-timeout" help:"how long a worker may drain after the stop signal before SIGKILL"`
+	StopSignal    Signal   `toml:"stop_signal" flag:"stop-signal" help:"signal that asks a worker to drain and exit"`
+	MaxSurge      int      `toml:"max_surge" flag:"max-surge" help:"extra workers a reload may start at once (more is faster and uses more memory)"`
+	ReloadFailure string   `toml:"reload_failure" flag:"reload-failure" help:"when a new worker fails during a reload: keep-old (abort; the old workers keep serving) or proceed (replace anyway, as PM2 does)"`
+
+	// Environment given with --env is added to the file's, not put in
+	// its place.
+	Environment      map[string]string `toml:"environment" flag:"env" short:"e" help:"set an environment variable for the workers: KEY=VALUE (repeatable)"`
+	WorkingDirectory string            `toml:"working_directory" flag:"chdir" short:"C" help:"working directory of the workers (default: corral's)"`
 }
 
 // Default returns the settings corral uses when neither a file nor a flag
@@ -71,17 +82,16 @@ func Load(path string) (Config, error) {
 	return c, nil
 }
 
-func knownKeys() []string {
-	return []string{"command", "instances", "listen", "ready", "ipc", "ready_timeout", "stop_timeout",
-		"stop_signal", "max_surge", "reload_failure", "environment", "working_directory"}
-}
-
 // Validate reports the first setting that is wrong, by its name, with the
-// fix. It does not look at the file system.
+// fix. It is the one place that checks values: what it accepts, the
+// workers can run. It does not look at the file system.
 func (c *Config) Validate() error {
+	instancesErr := c.Instances.check()
 	switch {
 	case len(c.Command) == 0 || c.Command[0] == "":
 		return errors.New("no command to run: put it after -- (corral run --listen :8080 -- node server.js) or set command = [\"node\", \"server.js\"] in the config file")
+	case instancesErr != nil:
+		return instancesErr
 	case c.Ready != "auto" && c.Ready != "notify" && c.Ready != "listen" && c.Ready != "exec":
 		return fmt.Errorf("ready %q: want auto, notify (the worker sends READY=1), listen (it waits for connections on a socket) or exec (online as soon as it runs)", c.Ready)
 	case c.IPC != "auto" && c.IPC != "node" && c.IPC != "none":

@@ -2,73 +2,61 @@ package config
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/spf13/pflag"
 )
 
-// BindFlags defines on fs the flags that set the fields of c. Their
-// defaults are c's current values, so bind to a Default().
+// BindFlags defines on fs a flag for every setting that has one, in the
+// order of Config's fields, each setting its field of c. Their defaults are
+// c's current values, so bind to a Default().
 func BindFlags(fs *pflag.FlagSet, c *Config) {
-	fs.VarP(&c.Instances, "instances", "i",
-		"workers to run: N, max or 0 for one per available CPU, -K for CPUs minus K")
-	fs.StringArrayVarP(&c.Listen, "listen", "l", nil,
-		"socket to open when systemd passed none: [NAME=]HOST:PORT, [NAME=]:PORT, [NAME=][::1]:PORT or [NAME=]unix:/PATH (repeatable)")
-	fs.StringVar(&c.Ready, "ready", c.Ready,
-		"when a new worker counts as online: auto (listen for Node workers, as PM2 without wait_ready; notify for others), notify (it sends READY=1 or \"online\" to $NOTIFY_SOCKET, or Node's process.send('ready')), listen (it waits for connections on one of the sockets, for apps that never notify) or exec (as soon as it runs)")
-	fs.StringVar(&c.IPC, "ipc", c.IPC,
-		"Node's IPC channel for the workers (process.send('ready'), the 'shutdown' message): auto (for node and nodejs commands), node or none")
-	fs.Var(&c.ReadyTimeout, "ready-timeout", "how long a new worker may take to come online before it counts as failed")
-	fs.Var(&c.StopTimeout, "stop-timeout", "how long a worker may drain after the stop signal before SIGKILL")
-	fs.Var(&c.StopSignal, "stop-signal", "signal that asks a worker to drain and exit")
-	fs.IntVar(&c.MaxSurge, "max-surge", c.MaxSurge, "extra workers a reload may start at once (more is faster and uses more memory)")
-	fs.StringVar(&c.ReloadFailure, "reload-failure", c.ReloadFailure,
-		"when a new worker fails during a reload: keep-old (abort; the old workers keep serving) or proceed (replace anyway, as PM2 does)")
-	fs.StringToStringVarP(&c.Environment, "env", "e", nil, "set an environment variable for the workers: KEY=VALUE (repeatable)")
-	fs.StringVarP(&c.WorkingDirectory, "chdir", "C", "", "working directory of the workers (default: corral's)")
+	v := reflect.ValueOf(c).Elem()
+	for _, f := range fields {
+		if f.Flag != "" {
+			bindFlag(fs, v.Field(f.index).Addr().Interface(), f.Setting)
+		}
+	}
+}
+
+// bindFlag defines s's flag for the field at p, by the field's type.
+func bindFlag(fs *pflag.FlagSet, p any, s Setting) {
+	switch p := p.(type) {
+	case pflag.Value:
+		fs.VarP(p, s.Flag, s.Shorthand, s.Help)
+	case *string:
+		fs.StringVarP(p, s.Flag, s.Shorthand, *p, s.Help)
+	case *int:
+		fs.IntVarP(p, s.Flag, s.Shorthand, *p, s.Help)
+	case *[]string:
+		fs.StringArrayVarP(p, s.Flag, s.Shorthand, *p, s.Help)
+	case *map[string]string:
+		fs.StringToStringVarP(p, s.Flag, s.Shorthand, *p, s.Help)
+	default:
+		panic(fmt.Sprintf("config: no kind of flag for --%s (%T)", s.Flag, p))
+	}
 }
 
 // Overlay copies into dst every setting whose flag was given on fs, read
-// from src, the Config that BindFlags bound. Environment variables given
-// with --env are added to dst's.
+// from src, the Config that BindFlags bound. A map (the environment given
+// with --env) is added to dst's rather than put in its place.
 func Overlay(dst *Config, src *Config, fs *pflag.FlagSet) {
-	set := func(name string) bool { return fs.Changed(name) }
-	if set("instances") {
-		dst.Instances = src.Instances
-	}
-	if set("listen") {
-		dst.Listen = src.Listen
-	}
-	if set("ready") {
-		dst.Ready = src.Ready
-	}
-	if set("ipc") {
-		dst.IPC = src.IPC
-	}
-	if set("ready-timeout") {
-		dst.ReadyTimeout = src.ReadyTimeout
-	}
-	if set("stop-timeout") {
-		dst.StopTimeout = src.StopTimeout
-	}
-	if set("stop-signal") {
-		dst.StopSignal = src.StopSignal
-	}
-	if set("max-surge") {
-		dst.MaxSurge = src.MaxSurge
-	}
-	if set("reload-failure") {
-		dst.ReloadFailure = src.ReloadFailure
-	}
-	if set("chdir") {
-		dst.WorkingDirectory = src.WorkingDirectory
-	}
-	if set("env") {
-		if dst.Environment == nil {
-			dst.Environment = map[string]string{}
+	d, s := reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem()
+	for _, f := range fields {
+		if f.Flag == "" || !fs.Changed(f.Flag) {
+			continue
 		}
-		for k, v := range src.Environment {
-			dst.Environment[k] = v
+		to, from := d.Field(f.index), s.Field(f.index)
+		if from.Kind() != reflect.Map {
+			to.Set(from)
+			continue
+		}
+		if to.IsNil() {
+			to.Set(reflect.MakeMap(to.Type()))
+		}
+		for it := from.MapRange(); it.Next(); {
+			to.SetMapIndex(it.Key(), it.Value())
 		}
 	}
 }

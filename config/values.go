@@ -17,15 +17,23 @@ type Instances struct {
 
 // Set parses s; it implements pflag.Value.
 func (i *Instances) Set(s string) error {
-	s = strings.TrimSpace(s)
-	if s == "max" {
-		i.raw = s
+	v := Instances{raw: strings.TrimSpace(s)}
+	if err := v.check(); err != nil {
+		return err
+	}
+	*i = v
+	return nil
+}
+
+// check reports what is wrong with i, the setting and the fix. Whatever
+// passes resolves to at least one worker on any machine (see Resolve).
+func (i Instances) check() error {
+	if i.raw == "max" {
 		return nil
 	}
-	if _, err := strconv.Atoi(s); err != nil {
-		return fmt.Errorf("instances %q: want a number of workers (4), max or 0 (one per CPU), or -K (CPUs minus K)", s)
+	if _, err := strconv.Atoi(i.raw); err != nil {
+		return fmt.Errorf("instances %q: want a number of workers (4), max or 0 (one per CPU), or -K (CPUs minus K)", i.raw)
 	}
-	i.raw = s
 	return nil
 }
 
@@ -45,7 +53,8 @@ func (i *Instances) UnmarshalTOML(v any) error {
 	return fmt.Errorf("instances = %v: want a number, \"max\" or a negative number", v)
 }
 
-// Resolve returns the number of workers for cpus available CPUs.
+// Resolve returns the number of workers for cpus available CPUs: at least
+// one, whatever i and cpus are.
 func (i Instances) Resolve(cpus int) int {
 	n, err := strconv.Atoi(i.raw)
 	switch {
