@@ -36,11 +36,9 @@ SIGTERM or SIGINT drains every worker and exits; a second one kills them at once
 // runCommand is `corral run`.
 func runCommand(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", runHelp, stdout)
-	fs.SetInterspersed(false) // the command's own flags stay its own
 	var pl place
-	pl.bind(fs)
 	flagCfg := config.Default()
-	config.BindFlags(fs, &flagCfg)
+	bindRun(fs, &pl, &flagCfg)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -73,6 +71,14 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		log.infof("reload: %s", c.Describe(c.Instances.Resolve(config.AvailableCPUs())))
 		return buildSpec(c, dir)
 	})
+}
+
+// bindRun defines the flags of `corral run` on fs: where the app's files
+// live, then every setting, bound to flagCfg (a Default()).
+func bindRun(fs *pflag.FlagSet, pl *place, flagCfg *config.Config) {
+	fs.SetInterspersed(false) // the command's own flags stay its own
+	pl.bind(fs)
+	config.BindFlags(fs, flagCfg)
 }
 
 // loadConfig reads the settings: defaults, the file, then the flags given.
