@@ -12,7 +12,7 @@
 // Either way the caller holds each Socket's File until Close. corral never
 // accepts a connection on these sockets. It passes the same listening
 // descriptors to every worker, as file descriptors 3, 4, ... in the order of
-// the slice, with the environment from Env, so each worker sees exactly what
+// the slice, with LISTEN_FDS and LISTEN_FDNAMES, so each worker sees exactly what
 // systemd would have given it and the kernel spreads connections among the
 // workers that accept. A worker holds a duplicate of each descriptor and
 // closes it by exiting; a listening socket lives until its last holder closes
@@ -27,15 +27,28 @@
 // ExtraFiles clears it too (os.StartProcess calls File.Fd, which switches
 // the descriptor to blocking mode).
 //
+// The launch of a worker lives here too, in one place: Worker is the whole
+// worker contract of corral's README (argv, the fd table, the environment
+// added and removed, the process group, the death signal), and Launcher
+// starts it. Callers never pick fd numbers: a runtime that needs a
+// descriptor of its own (Node's IPC channel, in package node) asks for an
+// ExtraFile, which gets the next fd after the sockets and a variable that
+// announces it. Process waits for a worker without holding an OS thread
+// (on its pidfd, in the network poller) and signals its process group.
+//
 // The sd_listen_fds protocol requires LISTEN_PID to equal the worker's own
 // process ID, which is known only after fork. Go cannot run code between
 // fork and exec, so corral starts each worker through a trampoline: it runs
-// its own binary as "/proc/self/exe __corral-exec-worker -- APP ARG..." (see
-// TrampolineCommand). MaybeRunTrampoline, called first thing in main, sets
-// LISTEN_PID to its own PID and replaces itself with APP through execve,
-// which keeps the PID, so the application sees its own PID in LISTEN_PID.
+// its own binary as "/proc/self/exe __corral-exec-worker fds=N -- APP
+// ARG...". MaybeRunTrampoline, called first thing in main, sets LISTEN_PID
+// to its own PID, marks every descriptor past the N it hands on
+// close-on-exec, and replaces itself with APP through execve, which keeps
+// the PID, so the application sees its own PID in LISTEN_PID.
 //
 // LookCommand resolves the application's path before any of this, so a
 // mistyped command fails once with a clear message rather than in every
 // worker.
+//
+// This package is corral's machinery, not an API for other programs: it may
+// change in any release. What it gives a worker (the contract) is the API.
 package activation

@@ -50,8 +50,8 @@ func TestInherited(t *testing.T) {
 		t.Errorf("child reported %q, want %q", c.report, want)
 	}
 	for _, s := range socks {
-		if pid := dialPID(t, s.Addr); pid != c.cmd.Process.Pid {
-			t.Errorf("%s answered from PID %d, want %d", s.Name, pid, c.cmd.Process.Pid)
+		if pid := dialPID(t, s.Addr); pid != c.pid {
+			t.Errorf("%s answered from PID %d, want %d", s.Name, pid, c.pid)
 		}
 	}
 	c.mustSucceed(t)
@@ -92,8 +92,7 @@ func TestInheritedRejectsNonListening(t *testing.T) {
 			if !strings.HasPrefix(c.err, tt.want) {
 				t.Errorf("child error %q, want prefix %q", c.err, tt.want)
 			}
-			var exit *exec.ExitError
-			if err := c.cmd.Wait(); !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			if err := c.wait(); err == nil || err.Error() != "exited with status 1" {
 				t.Errorf("child exit: %v, want status 1", err)
 			}
 		})

@@ -2,7 +2,6 @@ package activation
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +34,8 @@ var helpers = map[string]func(w io.Writer) error{
 	"listeners": helperListeners,
 	"inherited": helperInherited,
 	"env":       helperEnvReport,
+	"fds":       helperFds,
+	"hold":      helperHold,
 }
 
 func TestMain(m *testing.M) {
@@ -169,33 +171,101 @@ func childEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// trampolineHelper returns a command that runs this test binary as helper
-// through the trampoline, with socks as fds 3.. and Env(socks).
-func trampolineHelper(t *testing.T, helper string, socks []Socket, args ...string) *exec.Cmd {
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-	t.Cleanup(cancel)
-	path, argv := TrampolineCommand(testBinary(t), args)
-	cmd := exec.CommandContext(ctx, path, argv...)
-	cmd.Env = childEnv(append(Env(socks), helperEnv+"="+helper)...)
-	for _, s := range socks {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, s.File)
+// trampolineHelper starts this test binary as helper through a Launcher,
+// with socks as fds 3.., and returns it with its stdout piped to the test.
+func trampolineHelper(t *testing.T, helper string, socks []Socket, args ...string) *child {
+	t.Helper()
+	return launchChild(t, &Worker{
+		Path: testBinary(t), Args: args, Sockets: socks,
+		Env: childEnv(helperEnv + "=" + helper),
+	})
+}
+
+// launchChild starts w with a new Launcher, its stdout and stderr piped to
+// the returned child, and kills it if the test ends first.
+func launchChild(t *testing.T, w *Worker) *child {
+	t.Helper()
+	l, err := NewLauncher()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return cmd
+	outR, outW := pipe(t)
+	errR, errW := pipe(t)
+	w.Stdout, w.Stderr = outW, errW
+	p, err := l.Start(w)
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+	c := &child{pid: p.Pid, stdout: bufio.NewScanner(outR), errDone: make(chan struct{})}
+	go func() { io.Copy(&c.stderr, errR); close(c.errDone) }()
+	exited := make(chan struct{})
+	c.wait = func() error {
+		e, err := p.Wait()
+		close(exited)
+		<-c.errDone
+		if err == nil && e.Status != 0 {
+			err = errors.New(e.String())
+		}
+		return err
+	}
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			p.Signal(unix.SIGKILL)
+		}
+		l.Close()
+	})
+	return c
+}
+
+// pipe returns both ends of a pipe, closed when the test ends.
+func pipe(t *testing.T) (r, w *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	return r, w
 }
 
 // child is a started helper process and its report.
 type child struct {
-	cmd    *exec.Cmd
-	stdout *bufio.Scanner
-	stderr strings.Builder
-	report []string // lines before "ready"
-	err    string   // the "error: " line, if the helper failed
+	pid     int
+	wait    func() error // waits for the process and its stderr
+	stdout  *bufio.Scanner
+	stderr  syncBuilder
+	errDone chan struct{}
+	report  []string // lines before "ready"
+	err     string   // the "error: " line, if the helper failed
 }
 
-// startChild starts cmd and reads its report.
-func startChild(t *testing.T, cmd *exec.Cmd) *child {
+// syncBuilder is a strings.Builder that a copying goroutine may write while
+// the test reads it.
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startChild reads the report of a child started by trampolineHelper.
+func startChild(t *testing.T, c *child) *child {
 	t.Helper()
-	c := newChild(t, cmd)
 	c.readReport(t)
 	return c
 }
@@ -203,7 +273,7 @@ func startChild(t *testing.T, cmd *exec.Cmd) *child {
 // newChild starts cmd with its stdout piped to the returned child.
 func newChild(t *testing.T, cmd *exec.Cmd) *child {
 	t.Helper()
-	c := &child{cmd: cmd}
+	c := &child{}
 	cmd.Stderr = &c.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -212,6 +282,7 @@ func newChild(t *testing.T, cmd *exec.Cmd) *child {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	c.pid, c.wait = cmd.Process.Pid, cmd.Wait
 	c.stdout = bufio.NewScanner(out)
 	return c
 }
@@ -231,7 +302,7 @@ func (c *child) readReport(t *testing.T) {
 		}
 		c.report = append(c.report, line)
 	}
-	err := c.cmd.Wait()
+	err := c.wait()
 	t.Fatalf("child ended before reporting (%v); stdout %q; stderr:\n%s", err, c.report, &c.stderr)
 }
 
@@ -241,7 +312,7 @@ func (c *child) mustSucceed(t *testing.T) {
 	if c.err != "" {
 		t.Fatalf("child failed: %s; stderr:\n%s", c.err, &c.stderr)
 	}
-	if err := c.cmd.Wait(); err != nil {
+	if err := c.wait(); err != nil {
 		t.Fatalf("child: %v; stderr:\n%s", err, &c.stderr)
 	}
 }
@@ -274,4 +345,37 @@ func readPID(t *testing.T, conn net.Conn) int {
 		t.Fatalf("read PID: %v", err)
 	}
 	return pid
+}
+
+// helperFds reports "fd N TARGET" for every descriptor it was started
+// with, read before it opens anything of its own, then "env K=V" for each
+// variable named in CORRAL_TEST_SHOW (comma-separated) that is set.
+func helperFds(w io.Writer) error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue // the directory's own descriptor, closed by now
+		}
+		fmt.Fprintf(w, "fd %s %s\n", e.Name(), target)
+	}
+	for _, k := range strings.Split(os.Getenv("CORRAL_TEST_SHOW"), ",") {
+		if v, ok := os.LookupEnv(k); ok {
+			fmt.Fprintf(w, "env %s=%s\n", k, v)
+		}
+	}
+	fmt.Fprintln(w, "ready")
+	return nil
+}
+
+// helperHold reports "ready" and waits for SIGTERM.
+func helperHold(w io.Writer) error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGTERM)
+	fmt.Fprintln(w, "ready")
+	<-sigs
+	return nil
 }

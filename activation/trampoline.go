@@ -16,46 +16,23 @@ const TrampolineArg = "__corral-exec-worker"
 // trampolineExitCode is the shell's "command not found or not executable".
 const trampolineExitCode = 127
 
-// Env returns LISTEN_FDS=<n> and LISTEN_FDNAMES=<a:b:...> for a worker that
-// gets socks as fds 3, 4, ... in order; a socket without a Name is named
-// "unknown". It returns nil when socks is empty. LISTEN_PID is set by the
-// trampoline, which alone knows the worker's PID.
-func Env(socks []Socket) []string {
-	if len(socks) == 0 {
-		return nil
-	}
-	names := make([]string, len(socks))
-	for i, s := range socks {
-		names[i] = s.Name
-		if names[i] == "" {
-			names[i] = unknownName
-		}
-	}
-	return []string{
-		"LISTEN_FDS=" + strconv.Itoa(len(socks)),
-		"LISTEN_FDNAMES=" + strings.Join(names, ":"),
-	}
-}
-
-// TrampolineCommand returns the path and arguments that start cmdPath with
-// args through the trampoline: "/proc/self/exe" and
-// {TrampolineArg, "--", cmdPath, args...}. cmdPath should be absolute (see
-// LookCommand). The path is /proc/self/exe rather than os.Executable: after a
-// package upgrade replaces the corral binary, its old path names the new
-// file (or ends in " (deleted)"), while /proc/self/exe in the forked child
-// still names the running binary's inode.
-func TrampolineCommand(cmdPath string, args []string) (string, []string) {
-	argv := make([]string, 0, 3+len(args))
-	argv = append(argv, TrampolineArg, "--", cmdPath)
-	return "/proc/self/exe", append(argv, args...)
-}
-
 // MaybeRunTrampoline returns immediately unless os.Args[1] is
 // TrampolineArg. Then it never returns: it sets LISTEN_PID to its own PID
-// (only when LISTEN_FDS is set) and replaces the process with the command
-// after the "--", keeping the PID, the environment and every inherited
-// descriptor. When the arguments are malformed or the exec fails, it prints
-// "corral: exec <path>: <err>" to stderr and exits with status 127.
+// (only when LISTEN_FDS is set), marks every descriptor above the ones the
+// worker is to get close-on-exec, and replaces the process with the command
+// after the "--", keeping the PID and the environment. When the arguments
+// are malformed or the exec fails, it prints "corral: exec <path>: <err>"
+// to stderr and exits with status 127.
+//
+// Its command line, which only Launcher writes, is
+//
+//	APP __corral-exec-worker fds=N -- APP [ARG...]
+//
+// where N is the number of descriptors from 3 up that the worker gets (the
+// sockets, then the extra files). The binary is /proc/self/exe rather than
+// os.Executable: after a package upgrade replaces the corral binary, its
+// old path names the new file, while /proc/self/exe in the forked child
+// still names the running binary's inode.
 //
 // Call it first thing in main (and in a test binary's TestMain), before
 // anything opens files that could take descriptor numbers from 3 up.
@@ -63,26 +40,49 @@ func MaybeRunTrampoline() {
 	if len(os.Args) < 2 || os.Args[1] != TrampolineArg {
 		return
 	}
-	if len(os.Args) < 4 || os.Args[2] != "--" {
-		fmt.Fprintf(os.Stderr, "corral: %s: want -- PATH [ARG...], got %q\n", TrampolineArg, os.Args[2:])
+	opts, argv, err := parseTrampoline(os.Args[2:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "corral: %s: %v\n", TrampolineArg, err)
 		os.Exit(trampolineExitCode)
 	}
-	keep := 3
-	if n := os.Getenv("LISTEN_FDS"); n != "" {
+	if os.Getenv("LISTEN_FDS") != "" {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
-		if v, err := strconv.Atoi(n); err == nil && v > 0 {
-			keep += v
-		}
 	}
-	closeOnExecFrom(keep)
-	// Node's IPC channel, which corral passes after the sockets.
-	if n, err := strconv.Atoi(os.Getenv("NODE_CHANNEL_FD")); err == nil && n >= keep {
-		unix.FcntlInt(uintptr(n), unix.F_SETFD, 0)
-	}
-	argv := os.Args[3:]
-	err := unix.Exec(argv[0], argv, os.Environ())
+	closeOnExecFrom(3 + opts.fds)
+	err = unix.Exec(argv[0], argv, os.Environ())
 	fmt.Fprintf(os.Stderr, "corral: exec %s: %v\n", argv[0], err)
 	os.Exit(trampolineExitCode)
+}
+
+// trampolineOpts are the trampoline's options, before its "--".
+type trampolineOpts struct {
+	fds int // descriptors from 3 up that the worker keeps
+}
+
+// parseTrampoline splits the trampoline's arguments into its options and
+// the command line of the app.
+func parseTrampoline(args []string) (trampolineOpts, []string, error) {
+	var o trampolineOpts
+	for i, a := range args {
+		if a == "--" {
+			if i+1 == len(args) {
+				break
+			}
+			return o, args[i+1:], nil
+		}
+		k, v, _ := strings.Cut(a, "=")
+		switch k {
+		case "fds":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return o, nil, fmt.Errorf("option %q: want fds=N, N >= 0", a)
+			}
+			o.fds = n
+		default:
+			return o, nil, fmt.Errorf("unknown option %q", a)
+		}
+	}
+	return o, nil, fmt.Errorf("want [fds=N] -- PATH [ARG...], got %q", args)
 }
 
 // closeOnExecFrom marks every descriptor from fd up close-on-exec, so that

@@ -9,22 +9,45 @@ import (
 	"testing"
 )
 
-func TestTrampolineCommand(t *testing.T) {
-	path, args := TrampolineCommand("/srv/app", []string{"-p", "8080"})
-	want := []string{TrampolineArg, "--", "/srv/app", "-p", "8080"}
-	if path != "/proc/self/exe" || !slices.Equal(args, want) {
-		t.Errorf("TrampolineCommand = %q, %q; want /proc/self/exe, %q", path, args, want)
+func TestParseTrampoline(t *testing.T) {
+	tests := []struct {
+		args    []string
+		fds     int
+		argv    []string
+		wantErr string
+	}{
+		{args: []string{"fds=2", "--", "/srv/app", "-p", "8080"}, fds: 2, argv: []string{"/srv/app", "-p", "8080"}},
+		{args: []string{"--", "/srv/app", "--", "x"}, argv: []string{"/srv/app", "--", "x"}},
+		{args: []string{"fds=0", "--", "/a"}, argv: []string{"/a"}},
+		{args: []string{"fds=-1", "--", "/a"}, wantErr: `option "fds=-1": want fds=N`},
+		{args: []string{"fds=x", "--", "/a"}, wantErr: `option "fds=x"`},
+		{args: []string{"color=red", "--", "/a"}, wantErr: `unknown option "color=red"`},
+		{args: []string{"fds=1", "--"}, wantErr: "want [fds=N] -- PATH"},
+		{args: []string{"fds=1", "/a"}, wantErr: `unknown option "/a"`},
+		{args: nil, wantErr: "want [fds=N] -- PATH"},
+	}
+	for _, tt := range tests {
+		o, argv, err := parseTrampoline(tt.args)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("parseTrampoline(%q) error %v, want one containing %q", tt.args, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || o.fds != tt.fds || !slices.Equal(argv, tt.argv) {
+			t.Errorf("parseTrampoline(%q) = %d, %q, %v; want %d, %q", tt.args, o.fds, argv, err, tt.fds, tt.argv)
+		}
 	}
 }
 
-func TestEnv(t *testing.T) {
-	if env := Env(nil); env != nil {
-		t.Errorf("Env(nil) = %q, want nil", env)
+func TestListenEnv(t *testing.T) {
+	if env := listenEnv(nil); env != nil {
+		t.Errorf("listenEnv(nil) = %q, want nil", env)
 	}
-	env := Env([]Socket{{Name: "http"}, {}, {Name: "admin"}})
+	env := listenEnv([]Socket{{Name: "http"}, {}, {Name: "admin"}})
 	want := []string{"LISTEN_FDS=3", "LISTEN_FDNAMES=http:unknown:admin"}
 	if !slices.Equal(env, want) {
-		t.Errorf("Env = %q, want %q", env, want)
+		t.Errorf("listenEnv = %q, want %q", env, want)
 	}
 }
 
@@ -48,8 +71,8 @@ func TestTrampolineHandsOverListeners(t *testing.T) {
 		t.Errorf("child reported %q, want %q", c.report, want)
 	}
 	for _, s := range socks {
-		if pid := dialPID(t, s.Addr); pid != c.cmd.Process.Pid {
-			t.Errorf("%s answered from PID %d, want the started PID %d", s.Name, pid, c.cmd.Process.Pid)
+		if pid := dialPID(t, s.Addr); pid != c.pid {
+			t.Errorf("%s answered from PID %d, want the started PID %d", s.Name, pid, c.pid)
 		}
 	}
 	c.mustSucceed(t)
@@ -67,25 +90,22 @@ func TestTrampolineWithoutSockets(t *testing.T) {
 }
 
 func TestTrampolineExecFailure(t *testing.T) {
-	cmd := trampolineHelper(t, "env", nil)
-	cmd.Args[3] = "/nonexistent/app" // the command after "--"
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 127 {
+	c := launchChild(t, &Worker{Path: "/nonexistent/app", Env: childEnv()})
+	err := c.wait()
+	if err == nil || err.Error() != "exited with status 127" {
 		t.Fatalf("trampoline exit: %v; want status 127", err)
 	}
 	want := "corral: exec /nonexistent/app: no such file or directory\n"
-	if string(out) != want {
-		t.Errorf("trampoline said %q, want %q", out, want)
+	if got := c.stderr.String(); got != want {
+		t.Errorf("trampoline said %q, want %q", got, want)
 	}
 }
 
 func TestTrampolineMalformed(t *testing.T) {
-	cmd := trampolineHelper(t, "env", nil)
-	cmd.Args = cmd.Args[:2] // "/proc/self/exe __corral-exec-worker"
+	cmd := exec.Command(testBinary(t), TrampolineArg)
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 127 || !strings.Contains(string(out), "want -- PATH") {
+	if !errors.As(err, &exit) || exit.ExitCode() != 127 || !strings.Contains(string(out), "want [fds=N] -- PATH") {
 		t.Fatalf("malformed trampoline call: %v, %q; want status 127 and usage", err, out)
 	}
 }

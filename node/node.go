@@ -10,8 +10,14 @@
 // leaves every other listen call alone. README.md gives the matching rule
 // and its limits.
 //
-// The Go side is only the script itself, embedded as Preload, for corral to
-// install or write out; the tests run it under the machine's node.
+// The script is a kit that runs inside users' apps: its behaviour is part of
+// corral's promise to them (node/README.md). The Go side is corral's
+// machinery for Node workers, with no API promise: Preload (the script,
+// embedded) and WithPreload, which installs it; and Channel, Node's IPC
+// channel as child_process.fork opens it (NODE_CHANNEL_FD), over which
+// process.send('ready') counts as online and corral sends 'shutdown'. The
+// channel reaches the worker as an extra descriptor of the launch (package
+// activation), so the launch knows nothing of Node.
 package node
 
 import _ "embed"

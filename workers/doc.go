@@ -13,10 +13,17 @@
 // One goroutine, Pool.Run, owns all of this state. Worker exits, notify
 // messages, timers, reload and status requests reach it as messages on
 // channels; requests carry their own reply channel. Every other goroutine
-// (one Wait per worker, the notify reader, timers, the spawner) only sends.
+// (one Wait per worker, parked in the poller; the notify reader; one reader
+// per Node IPC channel; timers) only sends. Run sleeps while nothing
+// happens: the only periodic timers are the readiness probe, armed only
+// while a ReadyListen worker is starting, and systemd's watchdog ping, when
+// the unit sets WatchdogSec=.
 //
-// Workers are started through corral's exec trampoline (package activation)
-// so that LISTEN_PID is the worker's own PID, each in its own process group,
-// with PR_SET_PDEATHSIG set to SIGKILL from an OS thread that lives as long as
-// corral: a worker never outlives a SIGKILLed corral.
+// The pool decides when a worker starts and stops; how it starts (the fd
+// table, the environment, the trampoline that sets LISTEN_PID, the process
+// group, the death signal) is package activation's Launcher, and the pool
+// never picks a fd number. Node's IPC channel is package node's, passed as
+// an extra descriptor.
+//
+// This package is corral's machinery, not an API for other programs.
 package workers

@@ -2,7 +2,6 @@ package workers
 
 import (
 	"fmt"
-	"os"
 	"syscall"
 	"time"
 
@@ -10,13 +9,12 @@ import (
 )
 
 // exited handles the end of a worker process.
-func (p *Pool) exited(w *worker, ps *os.ProcessState) {
+func (p *Pool) exited(w *worker, how string) {
 	delete(p.workers, w.pid)
 	w.stopTimers()
 	if w.ipc != nil {
 		w.ipc.Close() // ends readIPC
 	}
-	how := exitText(ps)
 	if w.state == stopping {
 		p.opts.Logf("%s: %s after stop (%s)", w, how, w.why)
 		if s := p.slots[w.slot]; w.failure != "" && s != nil && s.cur == w {

@@ -4,15 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"slices"
 	"sort"
 	"syscall"
 	"time"
 
 	"github.com/corraldev/corral/activation"
+	"github.com/corraldev/corral/node"
 	"github.com/corraldev/corral/notify"
 	"github.com/corraldev/corral/readiness"
 	"golang.org/x/sys/unix"
@@ -77,12 +75,10 @@ type slot struct {
 // Pool supervises the workers. Create it with New, run it with Run; Reload,
 // Status and Kill may be called from any goroutine while Run runs.
 type Pool struct {
-	opts    Options
-	listen  []string // LISTEN_FDS and LISTEN_FDNAMES for workers
-	files   []*os.File
-	probe   readiness.Sockets // for ReadyListen
-	spawner *spawner
-	herald  *herald
+	opts     Options
+	probe    readiness.Sockets // for ReadyListen
+	launcher *activation.Launcher
+	herald   *herald
 
 	// Owned by Run.
 	spec       *Spec
@@ -99,7 +95,8 @@ type Pool struct {
 	fatal      error
 	spoofed    uint64
 	ipcDropped uint64
-	probes     uint64 // looks at starting ReadyListen workers
+	probes     uint64       // looks at starting ReadyListen workers
+	probeTick  *time.Ticker // runs only while a ReadyListen worker starts
 	lastStatus string
 	lastSpoof  time.Time
 
@@ -114,8 +111,9 @@ type Pool struct {
 }
 
 type exitEvent struct {
-	w  *worker
-	ps *os.ProcessState
+	w    *worker
+	exit activation.Exit
+	err  error // the wait failed
 }
 
 type timerKind int
@@ -135,9 +133,6 @@ type timerEvent struct {
 
 // New checks opts and returns a Pool ready to Run.
 func New(opts Options) (*Pool, error) {
-	if err := opts.Spec.validate(); err != nil {
-		return nil, err
-	}
 	if len(opts.Sockets) == 0 {
 		return nil, errors.New("no listening sockets for the workers")
 	}
@@ -159,7 +154,6 @@ func New(opts Options) (*Pool, error) {
 	}
 	p := &Pool{
 		opts:     opts,
-		listen:   activation.Env(opts.Sockets),
 		slots:    make(map[int]*slot),
 		workers:  make(map[int]*worker),
 		exits:    make(chan exitEvent),
@@ -171,10 +165,11 @@ func New(opts Options) (*Pool, error) {
 		kills:    make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 	}
-	for _, s := range opts.Sockets {
-		p.files = append(p.files, s.File)
+	files := make([]*os.File, len(opts.Sockets))
+	for i, s := range opts.Sockets {
+		files[i] = s.File
 	}
-	probe, err := readiness.SocketsOf(p.files)
+	probe, err := readiness.SocketsOf(files)
 	if err != nil {
 		return nil, fmt.Errorf("sockets: %w", err)
 	}
@@ -190,7 +185,12 @@ func New(opts Options) (*Pool, error) {
 // worker ever came online at start. Run may be called once.
 func (p *Pool) Run(ctx context.Context) error {
 	defer close(p.quit)
-	p.spawner = newSpawner(p.quit)
+	launcher, err := activation.NewLauncher()
+	if err != nil {
+		return err
+	}
+	p.launcher = launcher
+	defer launcher.Close() // after every worker is reaped: the loop below waits for them
 	p.herald = newHerald(p.opts.Up, p.opts.Warnf)
 	defer p.herald.stop(time.Second)
 	nctx, cancel := context.WithCancel(context.Background())
@@ -204,8 +204,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		watchdog = t.C
 	}
 
-	probe := time.NewTicker(probeInterval)
-	defer probe.Stop()
+	defer p.stopProbing()
 
 	p.generation, p.lastGen = 1, 1
 	for i := 0; i < p.spec.Instances; i++ {
@@ -214,6 +213,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		p.startSlot(s)
 	}
 	p.publish()
+	p.armProbe()
 
 	done := ctx.Done()
 	for !p.stopping || len(p.workers) > 0 {
@@ -222,7 +222,7 @@ func (p *Pool) Run(ctx context.Context) error {
 			done = nil
 			p.beginStop("corral is stopping")
 		case ev := <-p.exits:
-			p.exited(ev.w, ev.ps)
+			p.exited(ev.w, exitText(ev.exit, ev.err))
 		case m := <-p.msgs:
 			p.message(m)
 		case ev := <-p.ipcs:
@@ -235,7 +235,7 @@ func (p *Pool) Run(ctx context.Context) error {
 			reply <- p.status()
 		case <-p.kills:
 			p.killAll()
-		case <-probe.C:
+		case <-p.probeC():
 			p.probeListening()
 		case <-watchdog:
 			if p.healthy() {
@@ -243,6 +243,7 @@ func (p *Pool) Run(ctx context.Context) error {
 			}
 		}
 		p.publish()
+		p.armProbe()
 	}
 	return p.fatal
 }
@@ -301,40 +302,31 @@ func (p *Pool) after(d time.Duration, ev timerEvent) *time.Timer {
 // start starts one worker of spec in slot index. The caller counts it
 // online at once when spec.Ready is ReadyExec.
 func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, error) {
-	path, args := activation.TrampolineCommand(spec.Path, spec.Args)
-	cmd := &exec.Cmd{
-		Path:       path,
-		Args:       append([]string{spec.Path}, args...),
-		Env:        workerEnv(spec, index, gen, p.listen, p.opts.Notify.Path()),
-		Dir:        spec.Dir,
-		Stdout:     os.Stdout,
-		Stderr:     os.Stderr,
-		ExtraFiles: p.files,
-		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:   true,
-			Pdeathsig: syscall.SIGKILL,
-		},
+	lw := &activation.Worker{
+		Path: spec.Path, Args: spec.Args, Dir: spec.Dir, Env: spec.Env,
+		Sockets:      p.opts.Sockets,
+		NotifySocket: p.opts.Notify.Path(),
+		Slot:         index, Slots: spec.Instances, Generation: gen,
 	}
-	var ipc *net.UnixConn
+	var ipc *node.Channel
 	if spec.NodeIPC {
-		c, child, err := ipcPair()
+		c, child, err := node.NewChannel()
 		if err != nil {
 			return nil, fmt.Errorf("start worker %d: %w", index, err)
 		}
-		defer child.Close()
+		defer child.File.Close()
 		ipc = c
-		cmd.ExtraFiles = append(slices.Clip(p.files), child)
-		cmd.Env = append(cmd.Env, fmt.Sprintf("NODE_CHANNEL_FD=%d", 3+len(p.files)),
-			"NODE_CHANNEL_SERIALIZATION_MODE=json")
+		lw.Extra = append(lw.Extra, child)
 	}
-	if err := p.spawner.start(cmd); err != nil {
+	proc, err := p.launcher.Start(lw)
+	if err != nil {
 		if ipc != nil {
 			ipc.Close()
 		}
 		return nil, fmt.Errorf("start worker %d: %w", index, err)
 	}
 	w := &worker{
-		slot: index, gen: gen, spec: spec, cmd: cmd, pid: cmd.Process.Pid,
+		slot: index, gen: gen, spec: spec, proc: proc, pid: proc.Pid,
 		started: time.Now(), candidate: candidate, ipc: ipc,
 	}
 	p.workers[w.pid] = w
@@ -342,8 +334,8 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 		go p.readIPC(w, ipc)
 	}
 	go func() {
-		cmd.Wait()
-		p.exits <- exitEvent{w, cmd.ProcessState}
+		e, err := proc.Wait()
+		p.exits <- exitEvent{w, e, err}
 	}()
 	p.opts.Logf("%s: started", w)
 	if spec.Ready != ReadyExec {
@@ -374,7 +366,7 @@ func (p *Pool) stop(w *worker, why string) {
 	w.state, w.why = stopping, why
 	w.stopTimers()
 	w.killTimer = p.after(w.spec.StopTimeout, timerEvent{kind: killNow, w: w})
-	if w.ipc != nil && sendShutdown(w.ipc) {
+	if w.ipc != nil && w.ipc.Shutdown() {
 		grace := shutdownGrace(w.spec)
 		p.opts.Logf("%s: stopping (%s): sent 'shutdown'; %s follows in %v", w, why, sigName(w.spec.StopSignal), grace)
 		w.signalTimer = p.after(grace, timerEvent{kind: signalNow, w: w})

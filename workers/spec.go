@@ -1,7 +1,6 @@
 package workers
 
 import (
-	"fmt"
 	"syscall"
 	"time"
 )
@@ -53,27 +52,4 @@ type Spec struct {
 	// process.send('ready') counts as online, and a graceful stop sends
 	// 'shutdown' first, the stop signal after shutdownGrace.
 	NodeIPC bool
-}
-
-// validate reports what is wrong with s, naming the setting.
-func (s *Spec) validate() error {
-	switch {
-	case s.Path == "":
-		return fmt.Errorf("no command to run")
-	case s.Instances < 1:
-		return fmt.Errorf("instances %d: want at least 1", s.Instances)
-	case s.Ready != ReadyNotify && s.Ready != ReadyExec && s.Ready != ReadyListen:
-		return fmt.Errorf("ready %q: want notify, listen or exec", s.Ready)
-	case s.ReadyTimeout <= 0:
-		return fmt.Errorf("ready timeout %v: want a positive duration", s.ReadyTimeout)
-	case s.StopTimeout <= 0:
-		return fmt.Errorf("stop timeout %v: want a positive duration", s.StopTimeout)
-	case s.StopSignal == 0:
-		return fmt.Errorf("no stop signal")
-	case s.MaxSurge < 1:
-		return fmt.Errorf("max surge %d: want at least 1", s.MaxSurge)
-	case s.ReloadFailure != KeepOld && s.ReloadFailure != Proceed:
-		return fmt.Errorf("reload failure policy %q: want keep-old or proceed", s.ReloadFailure)
-	}
-	return nil
 }

@@ -42,8 +42,66 @@ func build(b *testing.B, out, pkg string) {
 	}
 }
 
+// BenchmarkIdle runs the real corral binary with N idle workers of the
+// example app and counts corral's context switches (every thread's,
+// voluntary and not) over idleWindow once every worker is online: how
+// often an idle corral wakes up. It also reports corral's resident memory.
+func BenchmarkIdle(b *testing.B) {
+	bin := b.TempDir()
+	build(b, filepath.Join(bin, "corral"), "./")
+	build(b, filepath.Join(bin, "hello"), "../../examples/hello")
+	const idleWindow = 10 * time.Second
+	for _, n := range []int{2, 16} {
+		b.Run("workers="+strconv.Itoa(n), func(b *testing.B) {
+			var switches, rss int
+			for range b.N {
+				pid, stop := startReady(b, bin, n)
+				before := contextSwitches(b, pid)
+				time.Sleep(idleWindow) // the measurement window, not a wait for state
+				switches += contextSwitches(b, pid) - before
+				rss = max(rss, vmRSS(b, pid))
+				stop()
+			}
+			b.ReportMetric(float64(switches)/idleWindow.Seconds()/float64(b.N), "wakeups/s")
+			b.ReportMetric(float64(rss), "KB-corral-RSS")
+		})
+	}
+}
+
+// contextSwitches sums the context switches of every thread of pid.
+func contextSwitches(b *testing.B, pid int) int {
+	tasks, err := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/status")
+	if err != nil || len(tasks) == 0 {
+		b.Fatalf("no threads of pid %d: %v", pid, err)
+	}
+	n := 0
+	for _, task := range tasks {
+		s, err := os.ReadFile(task)
+		if err != nil {
+			continue // a thread that ended
+		}
+		for _, line := range strings.Split(string(s), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			if k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches" {
+				c, _ := strconv.Atoi(strings.TrimSpace(v))
+				n += c
+			}
+		}
+	}
+	return n
+}
+
 // startOnce starts corral, waits for READY=1, reads its RSS, and stops it.
 func startOnce(b *testing.B, bin string, n int) (time.Duration, int) {
+	start := time.Now()
+	pid, stop := startReady(b, bin, n)
+	defer stop()
+	return time.Since(start), vmRSS(b, pid)
+}
+
+// startReady starts corral with n workers and returns its PID once it has
+// sent READY=1, and a function that stops it.
+func startReady(b *testing.B, bin string, n int) (int, func()) {
 	dir := b.TempDir()
 	sockPath := filepath.Join(dir, "systemd.sock")
 	sys, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
@@ -56,28 +114,26 @@ func startOnce(b *testing.B, bin string, n int) (time.Duration, int) {
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath)
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
-	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer func() {
+	stop := func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
-	}()
+	}
 	buf := make([]byte, 4096)
 	sys.SetReadDeadline(time.Now().Add(30 * time.Second))
 	for {
 		k, err := sys.Read(buf)
 		if err != nil {
+			stop()
 			b.Fatalf("no READY=1 from corral: %v; its log:\n%s", err, stderr)
 		}
 		if strings.Contains(string(buf[:k]), "READY=1") {
 			break
 		}
 	}
-	took := time.Since(start)
-	sys.Close() // corral's later STATUS lines then fail fast, and are logged
-	return took, vmRSS(b, cmd.Process.Pid)
+	return cmd.Process.Pid, func() { sys.Close(); stop() }
 }
 
 func vmRSS(b *testing.B, pid int) int {

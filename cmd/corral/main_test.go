@@ -36,6 +36,8 @@ func TestMain(m *testing.M) {
 	case "":
 	case "echo":
 		os.Exit(echoWorker())
+	case "contract":
+		os.Exit(contractWorker())
 	case "crash":
 		fmt.Fprintln(os.Stderr, "test worker: crashing on start")
 		os.Exit(1)
@@ -118,6 +120,13 @@ func runCorral(t *testing.T, env []string, args ...string) *instance {
 	t.Helper()
 	control := filepath.Join(t.TempDir(), "control.sock")
 	cmd := corralCmd(t, append(env, "NOTIFY_SOCKET="), append([]string{"run", "--control", control}, args...)...)
+	return startInstance(t, cmd, control)
+}
+
+// startInstance starts cmd, a `corral run` whose control socket is at
+// control, and stops it when the test ends.
+func startInstance(t *testing.T, cmd *exec.Cmd, control string) *instance {
+	t.Helper()
 	in := &instance{t: t, cmd: cmd, control: control, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = in.stderr
 	if err := cmd.Start(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/corraldev/corral/activation"
 	"github.com/corraldev/corral/config"
 	"github.com/corraldev/corral/control"
+	"github.com/corraldev/corral/node"
 	"github.com/corraldev/corral/notify"
 	"github.com/corraldev/corral/workers"
 	"github.com/spf13/pflag"
@@ -116,7 +117,7 @@ func buildSpec(cfg config.Config, runtimeDir string) (workers.Spec, error) {
 	}
 	env := cfg.Env(os.Environ())
 	if cfg.NodeIPC() {
-		if env, err = withNodePreload(env, runtimeDir); err != nil {
+		if env, err = node.WithPreload(env, runtimeDir); err != nil {
 			return workers.Spec{}, err
 		}
 	}
