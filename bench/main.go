@@ -16,8 +16,8 @@
 //
 // Targets run interleaved (corral, pm2, bare, corral-go, then again) for
 // several rounds, so that drift of the machine spreads over all of them;
-// the report gives medians over rounds. The load comes from an HTTP client
-// in this command (load.go): it counts every failure and which worker
+// the report gives medians over rounds. The load comes from corral's load
+// generator, internal/loadtest: it counts every failure and which worker
 // answered (the app puts its PID in the body). Loopback only. Every process
 // it starts is ended by PID when it is done with it, and on SIGINT/SIGTERM.
 package main
@@ -25,7 +25,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-
 	"errors"
 	"flag"
 	"fmt"
@@ -35,9 +34,10 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/corraldev/corral/internal/loadtest"
 )
 
 // pm2Version is the PM2 the comparison installs: the newest 6.x, which
@@ -274,17 +274,11 @@ func timed(ctx context.Context, d time.Duration, s loadSpec) *loadResult {
 // of c.clients open a connection per request, a quarter keep one alive),
 // after a second of the same load as the baseline.
 func reloads(ctx context.Context, c config, t target, addr string) (*reloadResult, error) {
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	half := max(c.clients/4, 1) // of each kind: half the full load in all
-	var modes [2]*loadResult
-	var wg sync.WaitGroup
+	var loads [2]*loadtest.Load
 	for i, ka := range []bool{false, true} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			modes[i] = runLoad(lctx, loadSpec{addr: addr, clients: half, keepAlive: ka})
-		}()
+		loads[i] = loadSpec{addr: addr, clients: half, keepAlive: ka}.start()
+		defer loads[i].Stop()
 	}
 	began := time.Now()
 	baseline := time.Second
@@ -311,8 +305,7 @@ func reloads(ctx context.Context, c config, t target, addr string) (*reloadResul
 	case <-ctx.Done():
 	case <-time.After(baseline / 2):
 	}
-	cancel()
-	wg.Wait()
+	modes := [2]*loadResult{result(loads[0].Report()), result(loads[1].Report())}
 	rr.Load = merge(modes[0], modes[1])
 	rr.stats()
 	rr.KeepAliveConns = modes[1].Conns

@@ -9,38 +9,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/corraldev/corral/internal/proc"
 )
-
-// children returns the PIDs whose parent is pid, read from /proc.
-func children(pid int) []int {
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if ppid(p) == pid {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// ppid returns the parent of pid, or 0 when pid is gone.
-func ppid(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// "pid (comm) state ppid ...": comm may hold spaces, so cut at the last ')'.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
-}
 
 // tree returns the roots and all their living descendants.
 func tree(roots ...int) []int {
@@ -54,34 +25,22 @@ func tree(roots ...int) []int {
 		}
 		seen[p] = true
 		out = append(out, p)
-		roots = append(roots, children(p)...)
+		kids, _ := proc.Children(p)
+		roots = append(roots, kids...)
 	}
 	return out
 }
 
 // alive reports whether pid exists and is not a zombie.
 func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	return len(f) > 0 && f[0] != "Z"
+	st, err := proc.ReadStat(pid)
+	return err == nil && !st.Zombie()
 }
 
 // rssKB returns the resident set size of pid in KiB (VmRSS), or 0.
 func rssKB(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return n
-		}
-	}
-	return 0
+	rss, _ := proc.RSS(pid)
+	return int(rss / 1024)
 }
 
 // sumRSS returns the total RSS of pids in KiB.

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/corraldev/corral/httpworker"
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 // TestRequestOnIdleConnAfterStop is the deterministic form of the bug: a
@@ -129,10 +130,7 @@ func TestDrainWithBlockingSocket(t *testing.T) {
 	if err := unix.SetNonblock(int(ln.Fd()), false); err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: deadline}
-	if _, err := post(client, "http://"+addr+"/"); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Get(t, addr)
 	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -1,16 +1,16 @@
 package notify
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corraldev/corral/internal/proc"
 )
 
 // maxFDs is how many passed file descriptors the control buffer has room
@@ -123,37 +123,19 @@ func decode(p, oob []byte, flags int) (Message, error) {
 const maxAncestors = 16
 
 // ancestors returns pid's parent, grandparent and so on, up to but not
-// including PID 1, read from /proc; as many as could be read.
+// including PID 1, read from /proc; as many as could be read. It allocates
+// nothing but the slice it returns.
 func ancestors(pid int) []int {
 	var up []int
 	for range maxAncestors {
-		ppid, err := parentOf(pid)
-		if err != nil || ppid <= 1 {
+		st, err := proc.ReadStat(pid)
+		if err != nil || st.PPID <= 1 {
 			break
 		}
-		up = append(up, ppid)
-		pid = ppid
+		up = append(up, st.PPID)
+		pid = st.PPID
 	}
 	return up
-}
-
-// parentOf returns the parent PID of pid, from /proc/PID/stat.
-func parentOf(pid int) (int, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// The command name, field 2, is in parentheses and may hold anything,
-	// so fields are counted from the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
-	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) < 2 {
-		return 0, fmt.Errorf("parse /proc/%d/stat: too few fields", pid)
-	}
-	return strconv.Atoi(string(f[1]))
 }
 
 // checkDatagram applies systemd's checks to a received datagram of n bytes

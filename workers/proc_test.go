@@ -2,10 +2,10 @@ package workers
 
 import (
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/corraldev/corral/internal/proc"
 )
 
 func processExists(pid int) bool {
@@ -24,24 +24,13 @@ func openFds(t *testing.T) int {
 // zombies lists this process's children in state Z.
 func zombies(t *testing.T) []int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc")
+	pids, err := proc.PIDs()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var z []int
-	me := os.Getpid()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(me) {
+	for _, pid := range pids {
+		if st, err := proc.ReadStat(pid); err == nil && st.Zombie() && st.PPID == os.Getpid() {
 			z = append(z, pid)
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/corraldev/corral/internal/proc"
 )
 
 // BenchmarkStartToReady runs the real corral binary with N workers of the
@@ -137,15 +139,9 @@ func startReady(b *testing.B, bin string, n int) (int, func()) {
 }
 
 func vmRSS(b *testing.B, pid int) int {
-	s, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	rss, err := proc.RSS(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, line := range strings.Split(string(s), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return kb
-		}
-	}
-	return 0
+	return int(rss / 1024)
 }
