@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corraldev/corral/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -129,13 +130,7 @@ func connectedSocket(t *testing.T) *os.File {
 // systemd-socket-activate, which binds the socket, waits for a first
 // connection and then execs the binary with LISTEN_* set.
 func TestSystemdSocketActivate(t *testing.T) {
-	tool, err := exec.LookPath("systemd-socket-activate")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("systemd-socket-activate is required in CI (Debian package systemd): %v", err)
-		}
-		t.Skipf("systemd-socket-activate not installed (Debian package systemd): %v", err)
-	}
+	tool := testenv.Need(t, "systemd-socket-activate", "systemd")
 	path := filepath.Join(t.TempDir(), "web.sock")
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corraldev/corral/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,21 +28,6 @@ const testTimeout = 30 * time.Second
 
 // npmTimeout bounds the npm install of a test's packages.
 const npmTimeout = 3 * time.Minute
-
-// lookTool returns the path of the command name. When it is missing the
-// test is skipped, except under CI (CI=true), which must install it.
-func lookTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI must install the Debian packages nodejs and npm: %v", err)
-	}
-	t.Skipf("skipping: these tests need the machine's node and npm (Debian packages nodejs, npm): %v", err)
-	return ""
-}
 
 // preloadPath returns the absolute path of corral-preload.js.
 func preloadPath(t *testing.T) string {
@@ -151,7 +137,7 @@ type child struct {
 // trampoline (package activation) does the same for real workers.
 func (c child) command(t *testing.T, ctx context.Context) *exec.Cmd {
 	t.Helper()
-	nodePath := lookTool(t, "node")
+	nodePath := testenv.Need(t, "node", "nodejs")
 	dir := c.dir
 	if dir == "" {
 		dir = t.TempDir()

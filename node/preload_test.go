@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 // TestListenUsesInheritedSocket runs apps that listen the way PM2 apps do
@@ -99,7 +101,7 @@ app.listen(port, () => {
 // TestExpressApp installs Express from the npm registry and runs an
 // unmodified Express app on the inherited socket.
 func TestExpressApp(t *testing.T) {
-	npm := lookTool(t, "npm")
+	npm := testenv.Need(t, "npm", "npm")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "package.json"), []byte(`{"private": true}`+"\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -10,11 +10,12 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 // wait bounds every wait for an event in these tests.
@@ -77,24 +78,6 @@ func receive(t *testing.T, ch <-chan Message) Message {
 	}
 }
 
-// logRecorder is a logf that keeps what it is given.
-type logRecorder struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (r *logRecorder) logf(format string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.lines = append(r.lines, fmt.Sprintf(format, args...))
-}
-
-func (r *logRecorder) get() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.lines...)
-}
-
 func TestSocketDeliversWithCredentials(t *testing.T) {
 	s := listen(t)
 	ch := serve(t, s)
@@ -120,8 +103,8 @@ func TestSocketDeliversWithCredentials(t *testing.T) {
 
 func TestSocketDropsInvalid(t *testing.T) {
 	s := listen(t)
-	var rec logRecorder
-	s.SetLogf(rec.logf)
+	var rec testenv.Buffer
+	s.SetLogf(rec.Logf)
 	s.log.now = func() time.Time { return time.Unix(1000, 0) } // one instant: one log line
 	ch := serve(t, s)
 	c := dial(t, s.Path())
@@ -148,7 +131,7 @@ func TestSocketDropsInvalid(t *testing.T) {
 	if n := s.Dropped(); n != uint64(len(garbage)) {
 		t.Errorf("Dropped = %d, want %d", n, len(garbage))
 	}
-	lines := rec.get()
+	lines := rec.Lines()
 	if len(lines) != 1 || !strings.HasPrefix(lines[0], "notify socket: dropped") || !strings.Contains(lines[0], fmt.Sprintf("pid %d", os.Getpid())) {
 		t.Errorf("log = %q, want one notify socket: dropped line naming pid %d", lines, os.Getpid())
 	}
@@ -214,14 +197,14 @@ func openFDs(t *testing.T) int {
 }
 
 func TestDropLogRateLimit(t *testing.T) {
-	var rec logRecorder
+	var rec testenv.Buffer
 	now := time.Unix(1000, 0)
-	l := dropLog{logf: rec.logf, now: func() time.Time { return now }}
+	l := dropLog{logf: rec.Logf, now: func() time.Time { return now }}
 	for _, step := range []time.Duration{0, 100 * time.Millisecond, 800 * time.Millisecond, 200 * time.Millisecond} {
 		now = now.Add(step)
 		l.report(42, errNUL)
 	}
-	lines := rec.get()
+	lines := rec.Lines()
 	if len(lines) != 2 {
 		t.Fatalf("log = %q, want 2 lines (at 0s and 1.1s)", lines)
 	}

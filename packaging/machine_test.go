@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 // machine is a Debian root file system booted with systemd-nspawn: systemd
@@ -44,7 +46,7 @@ func boot(t *testing.T, root string) *machine {
 	t.Cleanup(m.powerOff)
 	m.systemd = m.findSystemd(t)
 	state := ""
-	waitFor(t, 2*time.Minute, "the machine to boot", func() bool {
+	testenv.WaitFor(t, 2*time.Minute, "the machine to boot", func() bool {
 		out, _ := m.run("systemctl", "is-system-running")
 		state = strings.TrimSpace(out)
 		return state == "running" || state == "degraded"
@@ -60,7 +62,7 @@ func boot(t *testing.T, root string) *machine {
 func (m *machine) findSystemd(t *testing.T) int {
 	t.Helper()
 	pid := 0
-	waitFor(t, time.Minute, "systemd-nspawn to start systemd", func() bool {
+	testenv.WaitFor(t, time.Minute, "systemd-nspawn to start systemd", func() bool {
 		pid = childOf(m.nspawn.Process.Pid, "systemd")
 		return pid != 0
 	})
@@ -154,18 +156,4 @@ func (m *machine) processes(t *testing.T) map[int]string {
 		}
 	}
 	return procs
-}
-
-// waitFor polls cond until it holds, and fails t after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
 }

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strconv"
 	"testing"
+
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 // BenchmarkListening measures one check of a worker. "holding" is a Go
@@ -21,10 +23,10 @@ func BenchmarkListening(b *testing.B) {
 		{name: "holding", argv: self, env: []string{helperEnv + "=busy"}},
 		{name: "serving", argv: self, env: []string{helperEnv + "=serve"}, want: true},
 		{name: "node-holding", argv: func(b *testing.B) []string {
-			return []string{need(b, "node", "nodejs"), "-e", `console.log("holding"); process.stdin.resume()`}
+			return []string{testenv.Need(b, "node", "nodejs"), "-e", `console.log("holding"); process.stdin.resume()`}
 		}},
 		{name: "gunicorn-serving", argv: func(b *testing.B) []string {
-			return []string{need(b, "gunicorn", "gunicorn"), "--bind", "fd://3", "--chdir", appDir(b, wsgiApp), "app:app"}
+			return []string{testenv.Need(b, "gunicorn", "gunicorn"), "--bind", "fd://3", "--chdir", appDir(b, wsgiApp), "app:app"}
 		}, want: true},
 	} {
 		b.Run(bb.name, func(b *testing.B) {

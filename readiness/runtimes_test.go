@@ -6,25 +6,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 // These tests run real servers that never notify on the socket at fd 3.
 // Each needs a program this machine may lack; the test skips without it,
 // except in CI (CI=true), which installs the Debian packages python3,
 // nodejs, python3-uvicorn and gunicorn.
-
-// need returns the path of program, skipping the test when it is missing.
-func need(t testing.TB, program, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(program)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI must install the Debian package %s: %v", pkg, err)
-		}
-		t.Skipf("%s not installed (Debian package %s): %v", program, pkg, err)
-	}
-	return path
-}
 
 // pythonWith returns a Python interpreter that imports module, skipping
 // the test when none does. Debian's packages install modules for
@@ -36,10 +25,7 @@ func pythonWith(t *testing.T, module, pkg string) string {
 			return path
 		}
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI must install the Debian package %s: no python3 imports %s", pkg, module)
-	}
-	t.Skipf("no python3 imports %s (Debian package %s)", module, pkg)
+	testenv.Missing(t, "no python3 imports %s (Debian package %s)", module, pkg)
 	return ""
 }
 
@@ -67,7 +53,7 @@ sys.stdin.read()
 // TestPythonLoadsThenServes checks the moment a worker goes from loading
 // (holding the socket, waiting for a line on stdin) to serving.
 func TestPythonLoadsThenServes(t *testing.T) {
-	python := need(t, "python3", "python3")
+	python := testenv.Need(t, "python3", "python3")
 	f, addr := listener(t)
 	s := sockets(t, f)
 	c := start(t, f, nil, python, "-c", "import sys\nprint('holding', flush=True)\nsys.stdin.readline()\n"+pythonServe)
@@ -89,7 +75,7 @@ func TestPython(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			python := need(t, "python3", "python3")
+			python := testenv.Need(t, "python3", "python3")
 			f, addr := listener(t)
 			c := start(t, f, nil, python, "-c", tt.script)
 			expect(t, c, sockets(t, f), addr, tt.serves)
@@ -112,7 +98,7 @@ func TestNode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			argv := []string{need(t, "node", "nodejs"), "-e", tt.script}
+			argv := []string{testenv.Need(t, "node", "nodejs"), "-e", tt.script}
 			if tt.shell {
 				argv = []string{"/bin/sh", "-c", `"$@"; exit $?`, "sh", argv[0], argv[1], argv[2]}
 			}
@@ -157,7 +143,7 @@ func TestUvicorn(t *testing.T) {
 // TestGunicorn runs Debian's gunicorn: a master that holds the socket and
 // a sync worker, its child, that waits for connections in select.
 func TestGunicorn(t *testing.T) {
-	gunicorn := need(t, "gunicorn", "gunicorn")
+	gunicorn := testenv.Need(t, "gunicorn", "gunicorn")
 	dir := appDir(t, wsgiApp)
 	f, addr := listener(t)
 	c := start(t, f, nil, gunicorn, "--bind", "fd://3", "--workers", "1", "--chdir", dir, "app:app")

@@ -1,7 +1,6 @@
 package workers
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/corraldev/corral/activation"
+	"github.com/corraldev/corral/internal/testenv"
 	"github.com/corraldev/corral/notify"
 )
 
@@ -26,7 +26,7 @@ type harness struct {
 	pool *Pool
 	addr string
 	sys  *fakeSystemd
-	log  *syncLog
+	log  *testenv.Buffer
 	done chan struct{} // closed when Run has returned runErr
 	err  error
 	stop context.CancelFunc
@@ -72,9 +72,9 @@ func startPool(t testing.TB, spec Spec, opts ...harnessOpt) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Close() })
-	log := &syncLog{}
+	log := &testenv.Buffer{}
 	o := Options{Spec: spec, Sockets: socks, Notify: ns, Up: notify.NewUpstream(),
-		Logf: log.printf, Warnf: log.printf}
+		Logf: log.Logf, Warnf: log.Logf}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -125,19 +125,20 @@ func (h *harness) wait() error {
 // bound; nothing sleeps.
 func (h *harness) waitFor(what string, ok func(Status) bool) Status {
 	h.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		st, err := h.pool.Status(context.Background())
-		if err == nil && ok(st) {
-			return st
+	var st Status
+	done := false
+	defer func() {
+		if !done {
+			h.t.Logf("last status %+v", st)
 		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("waited 30s for %s; last status %+v", what, st)
-		}
-		<-tick.C
-	}
+	}()
+	testenv.WaitFor(h.t, 30*time.Second, what, func() bool {
+		var err error
+		st, err = h.pool.Status(context.Background())
+		return err == nil && ok(st)
+	})
+	done = true
+	return st
 }
 
 func (h *harness) waitOnline(n int) Status {
@@ -241,23 +242,6 @@ func (f *fakeSystemd) waitFor(t testing.TB, skip int, substr string) int {
 			t.Fatalf("fake systemd: no %q within 30s; got %q", substr, f.all())
 		}
 	}
-}
-
-type syncLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *syncLog) printf(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	fmt.Fprintf(&l.buf, format+"\n", args...)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 func mkfifo(t *testing.T, path string) {

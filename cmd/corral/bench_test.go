@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/corraldev/corral/internal/proc"
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 // BenchmarkStartToReady runs the real corral binary with N workers of the
@@ -114,7 +115,7 @@ func startReady(b *testing.B, bin string, n int) (int, func()) {
 	cmd := exec.Command(filepath.Join(bin, "corral"), "run", "-i", strconv.Itoa(n),
 		"--listen", "127.0.0.1:0", "--control", filepath.Join(dir, "control.sock"), "--", filepath.Join(bin, "hello"))
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath)
-	stderr := &syncBuffer{}
+	stderr := &testenv.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

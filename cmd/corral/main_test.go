@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 	corralact "github.com/corraldev/corral/activation"
+	"github.com/corraldev/corral/internal/testenv"
 	"github.com/corraldev/corral/workers"
 )
 
@@ -97,7 +96,7 @@ type instance struct {
 	t       *testing.T
 	cmd     *exec.Cmd
 	control string
-	stderr  *syncBuffer
+	stderr  *testenv.Buffer
 	done    chan struct{}
 	err     error
 }
@@ -127,7 +126,7 @@ func runCorral(t *testing.T, env []string, args ...string) *instance {
 // control, and stops it when the test ends.
 func startInstance(t *testing.T, cmd *exec.Cmd, control string) *instance {
 	t.Helper()
-	in := &instance{t: t, cmd: cmd, control: control, stderr: &syncBuffer{}, done: make(chan struct{})}
+	in := &instance{t: t, cmd: cmd, control: control, stderr: &testenv.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = in.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -168,7 +167,7 @@ func (in *instance) status() (workers.Status, error) {
 func (in *instance) waitRunning(n int) workers.Status {
 	in.t.Helper()
 	var st workers.Status
-	waitUntil(in.t, fmt.Sprintf("%d workers running", n), func() bool {
+	testenv.WaitFor(in.t, 30*time.Second, fmt.Sprintf("%d workers running", n), func() bool {
 		if in.done != nil {
 			select {
 			case <-in.done:
@@ -194,23 +193,6 @@ func (in *instance) wait() int {
 	return in.cmd.ProcessState.ExitCode()
 }
 
-// waitUntil polls cond every few milliseconds until it holds, failing the
-// test after 30s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			t.Fatalf("waited 30s for %s", what)
-		}
-	}
-}
-
 // ask connects to addr and returns the echo worker's answer.
 func ask(network, addr string) (string, error) {
 	c, err := net.DialTimeout(network, addr, 5*time.Second)
@@ -221,23 +203,6 @@ func ask(network, addr string) (string, error) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	b, err := io.ReadAll(c)
 	return strings.TrimSpace(string(b)), err
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func processGone(pid int) bool {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/corraldev/corral/internal/testenv"
 
@@ -51,7 +52,7 @@ func TestSocketActivation(t *testing.T) {
 		"-E", "CORRAL_TEST_MAIN=1", "-E", "CORRAL_TEST_WORKER=echo",
 		exe, "run", "-i", "2", "--control", control, "--listen", "127.0.0.1:1", "--", exe)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=")
-	stderr := &syncBuffer{}
+	stderr := &testenv.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -67,7 +68,7 @@ func TestSocketActivation(t *testing.T) {
 	// connection, which waits in the queue until a worker accepts it.
 	var first string
 	var err error
-	waitUntil(t, "the activated socket to answer", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the activated socket to answer", func() bool {
 		first, err = ask("tcp", addr)
 		return err == nil
 	})
@@ -98,7 +99,7 @@ func TestSIGKILLedCorralLeavesNoWorker(t *testing.T) {
 	in.cmd.Process.Kill()
 	in.wait()
 	for _, w := range st.Workers {
-		waitUntil(t, "worker "+strconv.Itoa(w.PID)+" to die with corral", func() bool { return processGone(w.PID) })
+		testenv.WaitFor(t, 30*time.Second, "worker "+strconv.Itoa(w.PID)+" to die with corral", func() bool { return processGone(w.PID) })
 	}
 }
 
@@ -123,7 +124,7 @@ func TestSIGHUPReloads(t *testing.T) {
 	in := startCorral(t, "echo", "-i", "1", "--listen", testenv.FreeAddr(t))
 	before := in.waitRunning(1)
 	in.cmd.Process.Signal(syscall.SIGHUP)
-	waitUntil(t, "generation 2", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "generation 2", func() bool {
 		st, err := in.status()
 		return err == nil && st.Generation == 2 && st.State == "running" && len(st.Workers) == 1
 	})

@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corraldev/corral/internal/proc"
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 // commandTimeout bounds each systemctl call; a reload of 4 workers takes
@@ -92,7 +95,7 @@ func startManager(t *testing.T) *manager {
 	t.Cleanup(func() { m.stop(t) })
 
 	private := filepath.Join(m.runtime, "systemd", "private")
-	waitFor(t, 30*time.Second, "the user manager's private socket", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the user manager's private socket", func() bool {
 		select {
 		case <-m.done:
 			b, _ := os.ReadFile(out.Name())
@@ -216,22 +219,6 @@ func (m *manager) unitProcs(t *testing.T, unit string) []int {
 		return nil
 	}
 	return cgroupProcs(cg)
-}
-
-// waitFor polls cond every 10ms until it holds, and fails t after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("waited %v for %s", timeout, what)
-		}
-	}
 }
 
 // cgroupFiles are the cgroup.procs files of one cgroup in each hierarchy
@@ -409,8 +396,8 @@ func removeCgroups(prefix string) {
 func describe(pids []int) string {
 	var parts []string
 	for _, pid := range pids {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		parts = append(parts, fmt.Sprintf("%d (%s)", pid, strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))))
+		line, _ := proc.Cmdline(pid)
+		parts = append(parts, fmt.Sprintf("%d (%s)", pid, line))
 	}
 	return strings.Join(parts, ", ")
 }

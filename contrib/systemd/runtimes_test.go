@@ -4,6 +4,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 // The README's workers, answering as the example app does.
@@ -67,10 +69,7 @@ func TestRuntimesUnderTheSandbox(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := startManager(t)
 			if _, err := os.Stat(tt.command[0]); err != nil {
-				if os.Getenv("CI") == "true" {
-					t.Fatalf("%s: %v", tt.name, err)
-				}
-				t.Skipf("%s is not installed: %v", tt.name, err)
+				testenv.Missing(t, "%s is not installed: %v", tt.name, err)
 			}
 			a := installApp(t, m, appOptions{instances: 2, command: tt.command, ready: tt.ready})
 			m.mustSystemctl(t, "start", a.service())
@@ -81,7 +80,7 @@ func TestRuntimesUnderTheSandbox(t *testing.T) {
 			// With ready = "exec" a replaced worker may still accept for a
 			// moment after the reload; soon only the new ones answer.
 			fresh := onlinePIDs(a.status(t))
-			waitFor(t, 10*time.Second, "a new worker to answer", func() bool { return fresh[pidOf(t, a.get(t))] })
+			testenv.WaitFor(t, 10*time.Second, "a new worker to answer", func() bool { return fresh[pidOf(t, a.get(t))] })
 		})
 	}
 }

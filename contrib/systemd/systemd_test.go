@@ -99,7 +99,7 @@ func TestStartBySocket(t *testing.T) {
 		t.Errorf("the first request was answered by pid %d, not a worker (%v)", first, pids)
 	}
 	served := map[int]bool{first: true}
-	waitFor(t, 20*time.Second, "every worker to answer a request", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "every worker to answer a request", func() bool {
 		pid := pidOf(t, a.get(t))
 		if !pids[pid] {
 			t.Fatalf("answered by pid %d, not a worker (%v)", pid, pids)
@@ -115,7 +115,7 @@ func TestStartBySocket(t *testing.T) {
 func waitActive(t *testing.T, m *manager, unit string) map[string]string {
 	t.Helper()
 	var p map[string]string
-	waitFor(t, 30*time.Second, unit+" to be active", func() bool {
+	testenv.WaitFor(t, 30*time.Second, unit+" to be active", func() bool {
 		p = m.show(t, unit, "ActiveState", "StatusText", "MainPID")
 		return p["ActiveState"] == "active"
 	})
@@ -366,7 +366,7 @@ func TestKillMainPID(t *testing.T) {
 	}
 	waitExited(t, 10*time.Second, orphans)
 	var q map[string]string
-	waitFor(t, 30*time.Second, "systemd to restart the service", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "systemd to restart the service", func() bool {
 		q = m.show(t, a.service(), "MainPID", "ActiveState", "NRestarts")
 		return q["ActiveState"] == "active" && q["MainPID"] != p["MainPID"] && q["MainPID"] != "0"
 	})

@@ -41,22 +41,8 @@ func writeUnits(t *testing.T, template string) []string {
 	return paths
 }
 
-// requireTool returns the path of a tool the test needs, skipping the test
-// without it, except in CI.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s: %v", name, err)
-		}
-		t.Skipf("%s: %v", name, err)
-	}
-	return p
-}
-
 func TestUnitsVerify(t *testing.T) {
-	analyze := requireTool(t, "systemd-analyze")
+	analyze := testenv.Need(t, "systemd-analyze", "systemd")
 	for _, template := range []string{"corral", "app"} {
 		t.Run(template, func(t *testing.T) {
 			paths := writeUnits(t, template)
@@ -71,7 +57,7 @@ func TestUnitsVerify(t *testing.T) {
 var overall = regexp.MustCompile(`Overall exposure level for \S+: (\d+\.\d+) (\S+)`)
 
 func TestServiceSecurityExposure(t *testing.T) {
-	analyze := requireTool(t, "systemd-analyze")
+	analyze := testenv.Need(t, "systemd-analyze", "systemd")
 	service := writeUnits(t, "corral")[0]
 	out, err := exec.Command(analyze, "security", "--offline=yes", "--no-pager", service).CombinedOutput()
 	if err != nil {

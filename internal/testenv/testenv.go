@@ -1,14 +1,22 @@
-// Package testenv holds what corral's end-to-end tests need from the
-// machine: tools that may be missing, free loopback ports, files.
+// Package testenv holds what corral's tests need from the machine and from
+// one another: tools and privileges that may be missing (Need, NeedRoot,
+// Missing: skipped on a developer's machine, failed in CI), free loopback
+// ports, files, a one-request HTTP client, waiting for state that sends no
+// event (WaitFor), and a Buffer that collects a child's output or a
+// logger's lines.
 package testenv
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -17,19 +25,98 @@ import (
 // failure: .ci/run installs everything the tests need.
 func CI() bool { return os.Getenv("CI") == "true" }
 
-// Need returns the path of tool, or ends the test: skipped on a developer's
-// machine, failed in CI. pkg names the Debian package that has it.
+// Missing ends the test because something it needs is missing, which the
+// message says: skipped on a developer's machine, failed in CI, where
+// .ci/run provides everything the tests need.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if CI() {
+		t.Fatalf("%s (CI=true: .ci/run must provide it)", msg)
+	}
+	t.Skip(msg)
+}
+
+// Need returns the path of tool, or ends the test with Missing. pkg names
+// the Debian package that has it.
 func Need(t testing.TB, tool, pkg string) string {
 	t.Helper()
 	path, err := exec.LookPath(tool)
-	if err == nil {
-		return path
+	if err != nil {
+		Missing(t, "%s not installed (Debian package %s)", tool, pkg)
 	}
-	if CI() {
-		t.Fatalf("%s is missing: .ci/run must install the Debian package %s", tool, pkg)
+	return path
+}
+
+// NeedRoot ends the test with Missing unless it runs as root; why says what
+// needs root.
+func NeedRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "%s needs root", why)
 	}
-	t.Skipf("%s not installed (Debian package %s)", tool, pkg)
-	return ""
+}
+
+// WaitFor checks cond until it reports true, and fails the test if timeout
+// passes first, naming what it waited for. It is for state that sends no
+// event (a unit's state, a port that starts to answer): wait on an event
+// where there is one. The checks are 1 ms apart at first, doubling to at
+// most 100 ms, so a quick state is seen at once and a slow one costs few
+// checks.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for pause := time.Millisecond; !cond(); pause = min(2*pause, 100*time.Millisecond) {
+		next := time.NewTimer(pause)
+		select {
+		case <-next.C:
+		case <-deadline.C:
+			next.Stop()
+			t.Fatalf("waited %v for %s", timeout, what)
+		}
+	}
+}
+
+// Buffer collects what a test's children write and what its loggers log.
+// It is safe for concurrent use; the zero value is empty and ready.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p, for a command's Stdout or Stderr.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// Logf appends one line, for a logf option: the message and a newline,
+// unless it ends with one.
+func (b *Buffer) Logf(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	if !strings.HasSuffix(line, "\n") {
+		line += "\n"
+	}
+	b.Write([]byte(line))
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Lines returns the lines written so far, without their newlines; nil when
+// nothing was.
+func (b *Buffer) Lines() []string {
+	s := b.String()
+	if s == "" {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
 }
 
 // FreeAddr returns a loopback address whose port was free just now.
