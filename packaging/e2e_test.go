@@ -6,11 +6,11 @@
 //
 // It needs root, mmdebstrap, systemd-nspawn (systemd-container), nsenter,
 // lintian, rpm and rpmlint. Without them it skips, except with CI=true,
-// where it fails. It takes a few minutes.
+// where it fails. It takes a few minutes, and more when the Debian image
+// is not yet cached (see internal/testenv/debian).
 package packaging_test
 
 import (
-	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/corraldev/corral/internal/testenv"
+	"github.com/corraldev/corral/internal/testenv/debian"
 
 	"github.com/corraldev/corral/internal/loadtest"
 )
@@ -65,17 +66,16 @@ func TestPackages(t *testing.T) {
 
 	// One root file system for the run; each subtest unpacks its own copy.
 	start = time.Now()
-	tarball := filepath.Join(dir, "rootfs.tar")
-	run(t, "mmdebstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,curl", "bookworm", tarball)
-	t.Logf("mmdebstrap: %v", time.Since(start).Round(time.Second))
+	image := debian.Build(t)
+	t.Logf("Debian image (cached in %s): %v", debian.CacheDir, time.Since(start).Round(time.Second))
 
 	deb1 := filepath.Join(dist, "corral_"+version1+"_"+runtime.GOARCH+".deb")
 	deb2 := filepath.Join(dist, "corral_"+version2+"_"+runtime.GOARCH+".deb")
 	rpm1 := filepath.Join(dist, "corral-"+version1+"-1."+rpmArch()+".rpm")
 	t.Run("lintian", func(t *testing.T) { lintian(t, deb1) })
 	t.Run("rpmlint", func(t *testing.T) { rpmlint(t, rpm1) })
-	t.Run("rpm", func(t *testing.T) { rpmInstall(t, rpm1, unpack(t, tarball)) })
-	t.Run("deb", func(t *testing.T) { debBooted(t, unpack(t, tarball), deb1, deb2) })
+	t.Run("rpm", func(t *testing.T) { rpmInstall(t, rpm1, image.UnpackTemp(t)) })
+	t.Run("deb", func(t *testing.T) { debBooted(t, deb1, deb2) })
 }
 
 // build runs packaging/build for this machine's architecture.
@@ -101,17 +101,6 @@ func run(t *testing.T, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
-}
-
-// unpack unpacks the root file system tarball into a new directory.
-func unpack(t *testing.T, tarball string) string {
-	t.Helper()
-	root := filepath.Join(t.TempDir(), "rootfs")
-	if err := os.Mkdir(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	run(t, "tar", "-C", root, "-xf", tarball)
-	return root
 }
 
 // lintian: no error, overrides only from the package's own file.
@@ -223,58 +212,59 @@ func (a *app) underLoad(t *testing.T, what string, f func()) {
 
 // debBooted installs, uses, upgrades, removes and purges the deb on a
 // booted Debian.
-func debBooted(t *testing.T, root, deb1, deb2 string) {
+func debBooted(t *testing.T, deb1, deb2 string) {
+	m := debian.Boot(t, debian.Options{})
+	root := m.Root
 	for _, deb := range []string{deb1, deb2} {
-		copyFile(t, deb, filepath.Join(root, "root", filepath.Base(deb)))
+		m.CopyIn(t, deb, "/root/"+filepath.Base(deb))
 	}
-	m := boot(t, root)
 	a := &app{addr: testenv.FreeAddr(t)}
 
-	m.mustRun(t, "apt-get", "install", "-y", "/root/"+filepath.Base(deb1))
-	if out := m.mustRun(t, "corral", "--version"); !strings.Contains(out, version1) {
+	m.MustRun(t, "apt-get", "install", "-y", "/root/"+filepath.Base(deb1))
+	if out := m.MustRun(t, "corral", "--version"); !strings.Contains(out, version1) {
 		t.Errorf("corral --version: %q, want %s", out, version1)
 	}
-	if out := m.mustRun(t, "dpkg-query", "-W", "-f=${Conffiles}", "corral"); !strings.Contains(out, "/etc/corral/example.toml") {
+	if out := m.MustRun(t, "dpkg-query", "-W", "-f=${Conffiles}", "corral"); !strings.Contains(out, "/etc/corral/example.toml") {
 		t.Errorf("conffiles: %q, want /etc/corral/example.toml", out)
 	}
-	if out, _ := m.run("systemctl", "is-enabled", "corral@api.socket"); strings.TrimSpace(out) != "disabled" {
+	if out, _ := m.Run(t.Context(), "systemctl", "is-enabled", "corral@api.socket"); strings.TrimSpace(out) != "disabled" {
 		t.Errorf("corral@api.socket is %q after the install, want disabled", strings.TrimSpace(out))
 	}
 	a.install(t, root)
-	m.mustRun(t, "systemctl", "daemon-reload")
-	m.mustRun(t, "systemctl", "start", "corral@api.socket")
+	m.MustRun(t, "systemctl", "daemon-reload")
+	m.MustRun(t, "systemctl", "start", "corral@api.socket")
 	if body := a.get(t); !strings.HasPrefix(body, "hello from worker") {
 		t.Fatalf("GET: %q", body)
 	}
 	testenv.WaitFor(t, time.Minute, "corral@api.service to be active", func() bool {
-		return m.show(t, "corral@api.service", "ActiveState")["ActiveState"] == "active"
+		return m.Show(t, "corral@api.service", "ActiveState")["ActiveState"] == "active"
 	})
 
 	a.underLoad(t, "systemctl reload corral@api", func() {
-		m.mustRun(t, "systemctl", "reload", "corral@api")
+		m.MustRun(t, "systemctl", "reload", "corral@api")
 	})
 
-	before := m.show(t, "corral@api.service", "MainPID")["MainPID"]
+	before := m.Show(t, "corral@api.service", "MainPID")["MainPID"]
 	a.underLoad(t, "the upgrade to "+version2, func() {
-		m.mustRun(t, "dpkg", "-i", "/root/"+filepath.Base(deb2))
+		m.MustRun(t, "dpkg", "-i", "/root/"+filepath.Base(deb2))
 	})
-	after := m.show(t, "corral@api.service", "MainPID", "ActiveState", "ExecMainStartTimestamp")
+	after := m.Show(t, "corral@api.service", "MainPID", "ActiveState", "ExecMainStartTimestamp")
 	if after["MainPID"] == before || after["ActiveState"] != "active" {
 		t.Errorf("after the upgrade: corral@api is %s with MainPID %s (was %s); want restarted", after["ActiveState"], after["MainPID"], before)
 	}
-	if exe := m.mustRun(t, "readlink", "/proc/"+after["MainPID"]+"/exe"); strings.Contains(exe, "deleted") {
+	if exe := m.MustRun(t, "readlink", "/proc/"+after["MainPID"]+"/exe"); strings.Contains(exe, "deleted") {
 		t.Errorf("after the upgrade corral runs the old binary: %s", exe)
 	}
-	if out := m.mustRun(t, "corral", "--version"); !strings.Contains(out, version2) {
+	if out := m.MustRun(t, "corral", "--version"); !strings.Contains(out, version2) {
 		t.Errorf("corral --version after the upgrade: %q, want %s", out, version2)
 	}
 
-	m.mustRun(t, "apt-get", "remove", "-y", "corral")
+	m.MustRun(t, "apt-get", "remove", "-y", "corral")
 	checkRemoved(t, m, root)
 	if _, err := os.Stat(filepath.Join(root, "etc/corral/example.toml")); err != nil {
 		t.Errorf("after apt remove the conffile is gone: %v", err)
 	}
-	m.mustRun(t, "apt-get", "purge", "-y", "corral")
+	m.MustRun(t, "apt-get", "purge", "-y", "corral")
 	checkRemoved(t, m, root)
 	checkPurged(t, root)
 }
@@ -282,12 +272,12 @@ func debBooted(t *testing.T, root, deb1, deb2 string) {
 // checkRemoved checks that no corral unit is loaded and no process of the
 // app runs in the machine, and that the package's files other than its
 // conffiles are gone.
-func checkRemoved(t *testing.T, m *machine, root string) {
+func checkRemoved(t *testing.T, m *debian.Machine, root string) {
 	t.Helper()
-	if out := m.mustRun(t, "systemctl", "list-units", "--no-legend", "--plain", "--state=active", "corral@*"); strings.TrimSpace(out) != "" {
+	if out := m.MustRun(t, "systemctl", "list-units", "--no-legend", "--plain", "--state=active", "corral@*"); strings.TrimSpace(out) != "" {
 		t.Errorf("active corral units after the removal:\n%s", out)
 	}
-	procs := m.processes(t)
+	procs := m.Processes(t)
 	for pid, cmd := range procs {
 		if strings.Contains(cmd, "corral") || strings.Contains(cmd, "hello") {
 			t.Errorf("process %d %q is still running after the removal", pid, cmd)
@@ -337,16 +327,5 @@ func checkPurged(t *testing.T, root string) {
 	t.Logf("after the purge, named corral: %s", strings.Join(kept, " "))
 	if _, err := os.Stat(filepath.Join(root, "etc/corral/example.toml")); err == nil {
 		t.Error("after the purge the conffile /etc/corral/example.toml is still there")
-	}
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o644); err != nil {
-		t.Fatal(fmt.Errorf("copy %s: %w", from, err))
 	}
 }
