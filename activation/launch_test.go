@@ -234,3 +234,20 @@ func TestExitString(t *testing.T) {
 		}
 	}
 }
+
+// TestTrampolineKeepsDeathSignal starts many workers and checks that each
+// runs with SIGKILL as its parent-death signal. Linux keeps the setting per
+// thread: the trampoline, a Go program with several threads, must exec
+// from its main thread, the one the launch set it on, or the app starts
+// with none and outlives a SIGKILLed corral. Without the trampoline's
+// LockOSThread, TestWorkerContract saw a worker without it in 1 run of 4
+// under load: a look at 20 workers here is cheap, not proof.
+func TestTrampolineKeepsDeathSignal(t *testing.T) {
+	for i := range 20 {
+		c := startChild(t, trampolineHelper(t, "pdeathsig", nil))
+		c.mustSucceed(t)
+		if want := "pdeathsig 9"; len(c.report) != 1 || c.report[0] != want {
+			t.Fatalf("worker %d reported %q, want %q", i, c.report, want)
+		}
+	}
+}

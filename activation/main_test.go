@@ -16,6 +16,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	sdactivation "github.com/coreos/go-systemd/v22/activation"
 	"golang.org/x/sys/unix"
@@ -36,6 +37,7 @@ var helpers = map[string]func(w io.Writer) error{
 	"env":       helperEnvReport,
 	"fds":       helperFds,
 	"hold":      helperHold,
+	"pdeathsig": helperDeathSignal,
 }
 
 func TestMain(m *testing.M) {
@@ -377,5 +379,15 @@ func helperHold(w io.Writer) error {
 	signal.Notify(sigs, unix.SIGTERM)
 	fmt.Fprintln(w, "ready")
 	<-sigs
+	return nil
+}
+
+// helperDeathSignal reports "pdeathsig N", its parent-death signal.
+func helperDeathSignal(w io.Writer) error {
+	var sig int
+	if err := unix.Prctl(unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&sig)), 0, 0, 0); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "pdeathsig %d\nready\n", sig)
 	return nil
 }

@@ -3,6 +3,7 @@ package activation
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -15,6 +16,17 @@ const TrampolineArg = "__corral-exec-worker"
 
 // trampolineExitCode is the shell's "command not found or not executable".
 const trampolineExitCode = 127
+
+// init keeps the trampoline's main goroutine on the process' main thread,
+// the one Launcher set PR_SET_PDEATHSIG on. Linux keeps that setting per
+// thread, and the thread that calls execve becomes the new program's only
+// one: an exec from another thread of the Go runtime would start the app
+// with no death signal, to outlive a SIGKILLed corral.
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == TrampolineArg {
+		runtime.LockOSThread()
+	}
+}
 
 // MaybeRunTrampoline returns immediately unless os.Args[1] is
 // TrampolineArg. Then it never returns: it sets LISTEN_PID to its own PID
