@@ -107,10 +107,21 @@ func (c *Config) Validate() error {
 	case c.StopSignal == 0:
 		return errors.New("stop signal: none set; want a signal such as SIGTERM")
 	}
-	for k := range c.Environment {
+	for i, arg := range c.Command {
+		if strings.IndexByte(arg, 0) >= 0 {
+			return fmt.Errorf("command %q: word %d holds a NUL byte, which no program can be passed; remove it", c.Command, i+1)
+		}
+	}
+	for k, v := range c.Environment {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return fmt.Errorf("environment %q: a variable name must be non-empty and hold no '=' or NUL", k)
 		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("environment %q: the value %q holds a NUL byte, which no program can be passed; remove it", k, v)
+		}
+	}
+	if strings.IndexByte(c.WorkingDirectory, 0) >= 0 {
+		return fmt.Errorf("working directory %q: a path cannot hold a NUL byte", c.WorkingDirectory)
 	}
 	return nil
 }
