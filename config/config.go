@@ -69,7 +69,7 @@ func Load(path string) (Config, error) {
 	}
 	md, err := toml.Decode(string(b), &c)
 	if err != nil {
-		return c, fmt.Errorf("config %s: %w", path, err)
+		return c, fmt.Errorf("config %s: %w", path, oneLine{err})
 	}
 	if u := md.Undecoded(); len(u) > 0 {
 		keys := make([]string, len(u))
@@ -81,6 +81,16 @@ func Load(path string) (Config, error) {
 	}
 	return c, nil
 }
+
+// oneLine is err with its line breaks escaped, so that it prints as one
+// line: the TOML decoder quotes some input, a newline too, as it is.
+type oneLine struct{ err error }
+
+func (e oneLine) Error() string {
+	return strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(e.err.Error())
+}
+
+func (e oneLine) Unwrap() error { return e.err }
 
 // Validate reports the first setting that is wrong, by its name, with the
 // fix. It is the one place that checks values: what it accepts, the
