@@ -52,7 +52,7 @@ var maxUnixPath = len(unix.RawSockaddrUnix{}.Path) - 1
 // a HOST an IP address or a host name; it is not resolved here. NAME follows
 // the sd_listen_fds rules: 1 to 255 printable ASCII characters without ':'
 // (nor '=', which separates it from ADDR). A value starting with "unix:" has
-// no NAME, so a unix path may contain '='. It returns an error that quotes s
+// no NAME, so a unix path may contain '=', but no NUL byte. It returns an error that quotes s
 // and says what a valid value looks like when s breaks any of these rules.
 func ParseListen(s string) (ListenSpec, error) {
 	name, addr, err := splitName(s)
@@ -107,6 +107,8 @@ func checkUnixPath(path string) error {
 		return errors.New("empty unix socket path; " + want)
 	case !filepath.IsAbs(path):
 		return fmt.Errorf("unix socket path %q is not absolute; %s", path, want)
+	case strings.IndexByte(path, 0) >= 0:
+		return fmt.Errorf("unix socket path %q contains a NUL byte, where the kernel would end it; %s", path, want)
 	case len(path) > maxUnixPath:
 		return fmt.Errorf("unix socket path is %d bytes long; the kernel allows at most %d", len(path), maxUnixPath)
 	}

@@ -69,7 +69,7 @@ func Load(path string) (Config, error) {
 	}
 	md, err := toml.Decode(string(b), &c)
 	if err != nil {
-		return c, fmt.Errorf("config %s: %w", path, err)
+		return c, fmt.Errorf("config %s: %w", path, oneLine{err})
 	}
 	if u := md.Undecoded(); len(u) > 0 {
 		keys := make([]string, len(u))
@@ -81,6 +81,16 @@ func Load(path string) (Config, error) {
 	}
 	return c, nil
 }
+
+// oneLine is err with its line breaks escaped, so that it prints as one
+// line: the TOML decoder quotes some input, a newline too, as it is.
+type oneLine struct{ err error }
+
+func (e oneLine) Error() string {
+	return strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(e.err.Error())
+}
+
+func (e oneLine) Unwrap() error { return e.err }
 
 // Validate reports the first setting that is wrong, by its name, with the
 // fix. It is the one place that checks values: what it accepts, the
@@ -107,10 +117,21 @@ func (c *Config) Validate() error {
 	case c.StopSignal == 0:
 		return errors.New("stop signal: none set; want a signal such as SIGTERM")
 	}
-	for k := range c.Environment {
+	for i, arg := range c.Command {
+		if strings.IndexByte(arg, 0) >= 0 {
+			return fmt.Errorf("command %q: word %d holds a NUL byte, which no program can be passed; remove it", c.Command, i+1)
+		}
+	}
+	for k, v := range c.Environment {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return fmt.Errorf("environment %q: a variable name must be non-empty and hold no '=' or NUL", k)
 		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("environment %q: the value %q holds a NUL byte, which no program can be passed; remove it", k, v)
+		}
+	}
+	if strings.IndexByte(c.WorkingDirectory, 0) >= 0 {
+		return fmt.Errorf("working directory %q: a path cannot hold a NUL byte", c.WorkingDirectory)
 	}
 	return nil
 }

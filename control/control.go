@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"strings"
@@ -49,24 +50,75 @@ type reply struct {
 // ErrRunning means another corral serves the control socket at the path.
 var ErrRunning = errors.New("another corral is running with this control socket")
 
-// Listen creates the control socket at path, mode 0600. A stale socket file
-// left by a corral that died is removed; a live one is ErrRunning.
+// Listen creates the control socket at path, mode 0600 from its first
+// moment (set on the socket before bind; the process's umask is left
+// alone). A socket file that refuses connections, left by a corral that
+// died, is removed first.
+//
+// Listen returns one of:
+//   - (s, nil): the socket listens; the caller must Close it.
+//   - (nil, err) with errors.Is(err, ErrRunning): a process accepts
+//     connections at path, or one listens there with its queue full.
+//   - (nil, err): path exists and is not a socket (it is left alone), the
+//     existing socket could not be probed or removed, or the socket could
+//     not be created.
 func Listen(path string, logf func(format string, args ...any)) (*Server, error) {
-	if c, err := net.Dial("unix", path); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("control socket %s: %w (give this one another --name, or stop the other)", path, ErrRunning)
+	if err := removeStale(path); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("control socket %s: remove stale socket: %w", path, err)
-	}
-	old := unix.Umask(0o177)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	unix.Umask(old)
+	lc := net.ListenConfig{Control: socketMode}
+	l, err := lc.Listen(context.Background(), "unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
+	ln := l.(*net.UnixListener)
 	ln.SetUnlinkOnClose(true)
 	return &Server{ln: ln, path: path, logf: logf}, nil
+}
+
+// removeStale removes the socket file at path if nothing listens on it. It
+// returns nil if path does not exist or was removed, and an error if path is
+// not a socket, or is a socket some process listens on (ErrRunning), or
+// the probe failed in another way than ECONNREFUSED.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("exists and is not a socket (mode %v), so corral leaves it alone: remove it, or give another --control", fi.Mode())
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	switch {
+	case err == nil:
+		c.Close()
+		return fmt.Errorf("%w (give this one another --name, or stop the other)", ErrRunning)
+	case errors.Is(err, syscall.EAGAIN):
+		return fmt.Errorf("%w: it listens, with its connection queue full (give this one another --name, or stop the other)", ErrRunning)
+	case !errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("probe existing socket: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	return nil
+}
+
+// socketMode runs between socket(2) and bind(2). Linux creates the socket
+// file with the mode of the socket's inode less the umask, so the fchmod
+// here makes the file 0600 without touching the process-wide umask.
+func socketMode(_, _ string, c syscall.RawConn) error {
+	var err error
+	if cerr := c.Control(func(fd uintptr) { err = unix.Fchmod(int(fd), 0o600) }); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fchmod socket: %w", err)
+	}
+	return nil
 }
 
 // Path returns where the socket is.

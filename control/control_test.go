@@ -7,9 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/corraldev/corral/workers"
+	"golang.org/x/sys/unix"
 )
 
 // fakePool answers like a pool would; the control protocol is what is
@@ -98,6 +100,104 @@ func TestStaleSocketReplaced(t *testing.T) {
 	s.Close()
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("Close left the socket file: %v", err)
+	}
+}
+
+// A socket whose listener is alive but does not accept (its queue is full)
+// is another corral's: Listen must neither remove nor replace it.
+func TestBusySocketNotTakenOver(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.sock")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fill the listener's queue: with a backlog of 0 it holds one
+	// connection, and a non-blocking connect then fails with EAGAIN.
+	full := false
+	for i := 0; i < 10 && !full; i++ {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			defer c.Close()
+			continue
+		}
+		if !errors.Is(err, syscall.EAGAIN) {
+			t.Fatalf("dial %d: %v, want EAGAIN once the queue is full", i, err)
+		}
+		full = true
+	}
+	if !full {
+		t.Fatal("the listener's queue never filled")
+	}
+	s, err := Listen(path, t.Logf)
+	if err == nil {
+		s.Close()
+		t.Fatal("Listen took over a live socket whose queue was full")
+	}
+	if !errors.Is(err, ErrRunning) || !strings.Contains(err.Error(), "queue full") {
+		t.Errorf("Listen over a busy socket = %v, want ErrRunning saying its queue is full", err)
+	}
+	if after, err := os.Lstat(path); err != nil || !os.SameFile(before, after) {
+		t.Errorf("the busy socket's file was replaced or removed: %v", err)
+	}
+}
+
+// A file that is not a socket is the user's: Listen refuses to replace it.
+func TestNotASocketLeftAlone(t *testing.T) {
+	tests := []struct {
+		name string
+		make func(t *testing.T, path string)
+	}{
+		{name: "regular file", make: func(t *testing.T, path string) {
+			if err := os.WriteFile(path, []byte("keep me\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "empty directory", make: func(t *testing.T, path string) {
+			if err := os.Mkdir(path, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "symlink to a file", make: func(t *testing.T, path string) {
+			target := path + ".target"
+			if err := os.WriteFile(target, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "control.sock")
+			tt.make(t, path)
+			before, err := os.Lstat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := Listen(path, t.Logf)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Listen replaced the %s", tt.name)
+			}
+			if !strings.Contains(err.Error(), "control socket "+path+": exists and is not a socket") {
+				t.Errorf("Listen = %v, want it to say %s is not a socket", err, path)
+			}
+			if after, err := os.Lstat(path); err != nil || !os.SameFile(before, after) {
+				t.Errorf("the %s was removed or replaced: %v", tt.name, err)
+			}
+		})
 	}
 }
 

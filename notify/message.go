@@ -43,9 +43,10 @@ type Message struct {
 // Parse parses the payload of one datagram; PID, UID and GID are left zero.
 // It is exported for tests and fuzzing.
 //
-// The payload is a sequence of newline-separated KEY=VALUE lines, where KEY
-// is one or more of A-Z, 0-9 and '_' and VALUE is everything after the first
-// '='. Empty lines are skipped and unknown keys are ignored, as systemd does.
+// The payload is a sequence of KEY=VALUE lines, where KEY is one or more of
+// A-Z, 0-9 and '_' and VALUE is everything after the first '='. Lines end at
+// '\n' or '\r' (so "READY=1\r\n" is READY=1); empty lines are skipped and
+// unknown keys are ignored; all three as systemd does.
 // The bare word "online", optionally followed by one newline, is accepted as
 // the whole payload and means Ready.
 //
@@ -63,14 +64,16 @@ func Parse(b []byte) (Message, error) {
 	}
 	var m Message
 	for i, line := range bytes.Split(b, []byte("\n")) {
-		if len(line) == 0 {
-			continue
+		for _, tag := range bytes.Split(line, []byte("\r")) {
+			if len(tag) == 0 {
+				continue
+			}
+			key, value, ok := splitAssignment(tag)
+			if !ok {
+				return Message{}, fmt.Errorf("parse notify message: line %d: %w: %s", i+1, errMalformed, quote(tag))
+			}
+			m.apply(key, value)
 		}
-		key, value, ok := splitAssignment(line)
-		if !ok {
-			return Message{}, fmt.Errorf("parse notify message: line %d: %w: %s", i+1, errMalformed, quote(line))
-		}
-		m.apply(key, value)
 	}
 	return m, nil
 }

@@ -131,10 +131,11 @@ func (u *Upstream) sendState(state string) error {
 var errUnset = errors.New("NOTIFY_SOCKET was unset after NewUpstream")
 
 // cleanStatus makes status safe to send as one STATUS= line: valid UTF-8,
-// no newline or NUL byte, at most maxStatus bytes.
+// no line break (systemd ends a line at '\n' and at '\r') or NUL byte, at
+// most maxStatus bytes.
 func cleanStatus(status string) string {
 	status = strings.ToValidUTF8(status, "\uFFFD")
-	status = strings.NewReplacer("\n", " ", "\x00", "").Replace(status)
+	status = strings.NewReplacer("\n", " ", "\r", " ", "\x00", "").Replace(status)
 	if len(status) <= maxStatus {
 		return status
 	}

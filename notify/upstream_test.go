@@ -53,6 +53,7 @@ func TestUpstreamSends(t *testing.T) {
 		{"stopping", func(u *Upstream) error { return u.Stopping("draining") }, "STOPPING=1\nSTATUS=draining"},
 		{"status", func(u *Upstream) error { return u.Status("a=b") }, "STATUS=a=b"},
 		{"status cleaned", func(u *Upstream) error { return u.Status("two\nREADY=1\x00") }, "STATUS=two READY=1"},
+		{"status CR cleaned", func(u *Upstream) error { return u.Status("two\rMAINPID=1") }, "STATUS=two MAINPID=1"},
 		{"watchdog", func(u *Upstream) error { return u.Watchdog() }, "WATCHDOG=1"},
 		{"extend", func(u *Upstream) error { return u.ExtendTimeout(3 * time.Second) }, "EXTEND_TIMEOUT_USEC=3000000"},
 	}

@@ -143,6 +143,10 @@ func (p *Pool) message(m notify.Message) {
 	if m.Stopping && w.state != stopping {
 		p.opts.Logf("%s: reports it is stopping", w)
 	}
+	if m.Watchdog && !w.pinged {
+		w.pinged = true
+		p.opts.Logf("%s: sent WATCHDOG=1 (only a worker's first ping is logged; corral does not act on them yet)", w)
+	}
 	if m.Ready && w.state == starting {
 		p.online(w)
 	}

@@ -21,6 +21,10 @@ type herald struct {
 	wake  chan struct{} // capacity 1
 	quit  chan struct{} // closed by stop
 	done  chan struct{} // closed when run returns
+
+	// idle, if set (by tests, before run starts), runs in run's goroutine
+	// each time run has found the queue empty, just before it waits.
+	idle func()
 }
 
 type upKind int
@@ -43,11 +47,17 @@ type upMsg struct {
 // maxQueue bounds what waits for a stuck manager; the oldest goes first.
 const maxQueue = 256
 
+// newHerald starts a herald; stop ends it.
 func newHerald(up *notify.Upstream, warnf func(string, ...any)) *herald {
-	h := &herald{up: up, warnf: warnf, wake: make(chan struct{}, 1),
-		quit: make(chan struct{}), done: make(chan struct{})}
+	h := makeHerald(up, warnf)
 	go h.run()
 	return h
+}
+
+// makeHerald returns a herald whose run has not started.
+func makeHerald(up *notify.Upstream, warnf func(string, ...any)) *herald {
+	return &herald{up: up, warnf: warnf, wake: make(chan struct{}, 1),
+		quit: make(chan struct{}), done: make(chan struct{})}
 }
 
 func (h *herald) send(m upMsg) {
@@ -70,27 +80,40 @@ func (h *herald) send(m upMsg) {
 	}
 }
 
+// run delivers what is queued, in order, until stop. A message queued
+// before stop is delivered even when stop's quit and send's wake are ready
+// at once and select picks quit.
 func (h *herald) run() {
 	defer close(h.done)
 	for {
-		h.mu.Lock()
-		q := h.queue
-		h.queue = nil
-		h.mu.Unlock()
-		for _, m := range q {
-			if err := h.deliver(m); err != nil {
-				h.warnf("notify service manager: %v", err)
-			}
-		}
-		if len(q) > 0 {
+		if h.deliverQueued() {
 			continue
+		}
+		if h.idle != nil {
+			h.idle()
 		}
 		select {
 		case <-h.wake:
 		case <-h.quit:
+			h.deliverQueued()
 			return
 		}
 	}
+}
+
+// deliverQueued takes the queue and delivers it, and reports whether it
+// held anything.
+func (h *herald) deliverQueued() bool {
+	h.mu.Lock()
+	q := h.queue
+	h.queue = nil
+	h.mu.Unlock()
+	for _, m := range q {
+		if err := h.deliver(m); err != nil {
+			h.warnf("notify service manager: %v", err)
+		}
+	}
+	return len(q) > 0
 }
 
 func (h *herald) deliver(m upMsg) error {
@@ -110,17 +133,8 @@ func (h *herald) deliver(m upMsg) error {
 }
 
 // stop sends what is queued and ends the goroutine, waiting at most wait
-// for a manager that does not read.
+// for a manager that does not read. Nothing may be sent after stop.
 func (h *herald) stop(wait time.Duration) {
-	h.mu.Lock()
-	pending := len(h.queue) > 0
-	h.mu.Unlock()
-	if pending {
-		select {
-		case h.wake <- struct{}{}:
-		default:
-		}
-	}
 	close(h.quit)
 	select {
 	case <-h.done:

@@ -44,6 +44,7 @@ var helpers = map[string]func() int{
 	"stubborn":  stubbornHelper,
 	"fds":       fdsHelper,
 	"child":     childHelper,
+	"pinger":    pingerHelper,
 }
 
 // httpHelper serves its identity: "pid slot generation", draining the way
@@ -87,6 +88,14 @@ func gatedHelper() int {
 func readyHelper() int {
 	if d, err := time.ParseDuration(os.Getenv("CORRAL_TEST_STARTUP")); err == nil {
 		time.Sleep(d) // simulated start-up work, not a wait for state
+	}
+	return notifyAndWait("READY=1")
+}
+
+// pingerHelper sends WATCHDOG=1 three times, then READY=1.
+func pingerHelper() int {
+	for range 3 {
+		send("WATCHDOG=1")
 	}
 	return notifyAndWait("READY=1")
 }

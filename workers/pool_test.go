@@ -2,6 +2,7 @@ package workers
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -214,6 +215,22 @@ func TestWatchdogPings(t *testing.T) {
 	h.waitOnline(1)
 	i := h.sys.waitFor(t, 0, "WATCHDOG=1")
 	h.sys.waitFor(t, i+1, "WATCHDOG=1")
+}
+
+// A worker's WATCHDOG=1 is logged, as the README says, once: at its first
+// ping. Each worker pings three times and then sends READY=1 on the same
+// socket; the pool handles a socket's datagrams in order, so once both are
+// online every ping has been handled.
+func TestWorkerWatchdogLoggedOnce(t *testing.T) {
+	h := startPool(t, testSpec(t, "pinger", 2))
+	st := h.waitOnline(2)
+	log := h.log.String()
+	for _, w := range st.Workers {
+		line := fmt.Sprintf("worker %d (pid %d, generation %d): sent WATCHDOG=1", w.Slot, w.PID, w.Generation)
+		if n := strings.Count(log, line); n != 1 {
+			t.Errorf("%q logged %d times for 3 pings, want once; log:\n%s", line, n, log)
+		}
+	}
 }
 
 // A worker that never notifies is online once it accepts on the socket,

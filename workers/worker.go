@@ -41,6 +41,7 @@ type worker struct {
 	started  time.Time
 	onlineAt time.Time
 	status   string // the worker's own last STATUS=
+	pinged   bool   // it has sent WATCHDOG=1, which is logged once
 
 	candidate bool   // started by a reload, not yet serving its slot
 	retiring  bool   // its slot is going away

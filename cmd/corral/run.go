@@ -182,7 +182,7 @@ func supervise(pl place, dir string, spec workers.Spec, socks []activation.Socke
 		OutputHint: outputHint(), Logf: log.infof, Warnf: log.warnf,
 	})
 	if err != nil {
-		return usageError{err}
+		return err // the settings were checked already: a run-time failure, exit 1
 	}
 	for _, s := range socks {
 		log.infof("socket %s (%s) goes to every worker", s.Addr, s.Name)
