@@ -6,36 +6,52 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/corraldev/corral/apps"
 	"github.com/corraldev/corral/control"
 )
 
-const reloadHelp = `Usage: corral reload [--name NAME | --config FILE | --control PATH]
+const reloadHelp = `Usage: corral reload NAME...|all [--system | --user]
+       corral reload [--name NAME | --config FILE | --control PATH]
 
-Asks a running corral for a rolling reload and waits until it has ended. Prints
-the result; exits 0 when the new generation serves every slot, 1 when the reload
-failed (the old workers keep serving). Use it as systemd's ExecReload=, so that
-'systemctl reload' waits for the reload and fails when it failed.
+With app names: a rolling reload of each app under systemd, as systemctl
+reload does; see corral start. Each app is reported; the exit status is 1 if
+any failed, with corral's reason.
+
+Without: asks a running corral for a rolling reload and waits until it has
+ended. Prints the result; exits 0 when the new generation serves every slot,
+1 when the reload failed (the old workers keep serving). Use it as systemd's
+ExecReload=, so that 'systemctl reload' waits for the reload and fails when
+it failed.
 `
 
-const statusHelp = `Usage: corral status [--json] [--name NAME | --config FILE | --control PATH]
+const statusHelp = `Usage: corral status NAME [--json] [--system | --user]
+       corral status [--json] [--name NAME | --config FILE | --control PATH]
 
-Prints the state of a running corral and a table of its workers.
+With an app's name: its state under systemd and its worker table (slot, PID,
+generation, state, uptime, restarts, CPU % and RSS of the worker and its
+descendants, last exit). Without: the state of a running corral, found by
+its control socket, and a table of its workers.
 `
 
 // reloadCommand is `corral reload`.
-func reloadCommand(args []string, stdout io.Writer) error {
+func reloadCommand(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("reload", reloadHelp, stdout)
 	var pl place
 	pl.bind(fs)
+	scope := scopeFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return usagef("reload: unexpected argument %q (see corral reload --help)", fs.Arg(0))
+		if pl.given(fs) {
+			return usagef("reload: app names (%s) and --name, --config or --control exclude each other: the names are apps under systemd, the flags find a corral by its control socket", strings.Join(fs.Args(), " "))
+		}
+		return appsAction(apps.Reload, fs.Args(), scope, stdout, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -56,11 +72,20 @@ func statusCommand(args []string, stdout io.Writer) error {
 	var pl place
 	pl.bind(fs)
 	asJSON := fs.Bool("json", false, "print the status as JSON")
+	scope := scopeFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("status: unexpected argument %q (see corral status --help)", fs.Arg(0))
+	switch {
+	case fs.NArg() > 1:
+		return usagef("status: one app at a time (corral ls shows them all)")
+	case fs.NArg() == 1 && pl.given(fs):
+		return usagef("status: an app name (%s) and --name, --config or --control exclude each other", fs.Arg(0))
+	case fs.NArg() == 1:
+		if err := apps.CheckName(fs.Arg(0)); err != nil {
+			return usageError{err}
+		}
+		return appStatus(fs.Arg(0), *asJSON, scope, stdout)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 
 	"github.com/corraldev/corral/activation"
+	"github.com/corraldev/corral/apps"
 	"github.com/spf13/pflag"
 )
 
@@ -37,21 +38,35 @@ const mainHelp = `corral runs N workers of a web app that share the same listeni
 replaces them one slot at a time on reload without dropping a request, and
 reports to systemd with sd_notify.
 
-Usage:
+Apps by name, under systemd (PM2's commands; root: the system manager,
+others: their own user manager; --system and --user choose):
+  corral start SCRIPT [flags] [-- ARG...]  run an app as a unit that survives reboots
+  corral start [flags] -- COMMAND [ARG...]
+  corral ls [--json]                       list the apps (also: corral list)
+  corral status NAME [--json]              an app's state and its workers
+  corral reload NAME...|all                rolling reload; exits non-zero if it failed
+  corral restart NAME...|all               new corral and workers; the socket stays open
+  corral stop NAME...|all                  stop the workers and the socket
+  corral delete NAME                       stop it and remove what corral start wrote
+  corral logs NAME [-f] [--lines N]        the app's journal
+  corral import ecosystem.config.js        PM2 ecosystem file to apps
+
+corral itself:
   corral run [flags] -- COMMAND [ARG...]   run and supervise the workers
-  corral reload [--name NAME | --control PATH]
+  corral reload [--name NAME | --config FILE | --control PATH]
                                            rolling reload; waits, exits non-zero if it failed
-  corral status [--json] [--name NAME | --control PATH]
+  corral status [--json] [--name NAME | --config FILE | --control PATH]
                                            show the workers
-  corral units [--template NAME] [--dir DIR | --print]
+  corral units [--user] [--template NAME] [--dir DIR | --print]
                                            write the systemd units NAME@.service and NAME@.socket
   corral version                           print the version
 
 Examples:
+  corral start app.js -i max --port 3000
+  corral reload app
   corral run --listen 127.0.0.1:8080 -- node server.js
   corral run -i 4 --listen http=:8080 --listen admin=unix:/run/api/admin.sock -- ./api --flag
   corral run --config /etc/corral/api.toml
-  corral reload --config /etc/corral/api.toml
 
 Run 'corral COMMAND --help' for a command's flags.
 `
@@ -72,9 +87,23 @@ func corral(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		err = runCommand(args[1:], stdout, stderr)
 	case "reload":
-		err = reloadCommand(args[1:], stdout)
+		err = reloadCommand(args[1:], stdout, stderr)
 	case "status":
 		err = statusCommand(args[1:], stdout)
+	case "start":
+		err = startCommand(args[1:], stdout, stderr)
+	case "ls", "list":
+		err = lsCommand(args[1:], stdout)
+	case "restart":
+		err = actionCommand(apps.Restart, args[1:], stdout, stderr)
+	case "stop":
+		err = actionCommand(apps.Stop, args[1:], stdout, stderr)
+	case "delete":
+		err = deleteCommand(args[1:], stdout)
+	case "logs":
+		err = logsCommand(args[1:], stdout, stderr)
+	case "import":
+		err = importCommand(args[1:], stdout, stderr)
 	case "units":
 		err = unitsCommand(args[1:], stdout)
 	case "version", "--version", "-V":
@@ -82,7 +111,7 @@ func corral(args []string, stdout, stderr io.Writer) int {
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, mainHelp)
 	default:
-		err = usagef("unknown command %q: want run, reload, status, units or version (see corral help)", args[0])
+		err = usagef("unknown command %q: want start, ls, status, reload, restart, stop, delete, logs, import, run, units or version (see corral help)", args[0])
 	}
 	switch {
 	case err == nil:

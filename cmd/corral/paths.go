@@ -23,6 +23,12 @@ func (pl *place) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&pl.control, "control", "", "control socket path (default: $RUNTIME_DIRECTORY/control.sock under systemd, else /run/corral/NAME/control.sock for root, $XDG_RUNTIME_DIR/corral/NAME/control.sock for others)")
 }
 
+// given reports whether any of the flags that find a corral directly was
+// given on fs.
+func (pl *place) given(fs *pflag.FlagSet) bool {
+	return fs.Changed("config") || fs.Changed("name") || fs.Changed("control")
+}
+
 // appName returns the name that tells this corral's runtime files apart.
 func (pl *place) appName() string {
 	if pl.name != "" {

@@ -9,10 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/corraldev/corral/apps"
 	"github.com/corraldev/corral/contrib/systemd"
 )
 
-const unitsHelp = `Usage: corral units [--template NAME] [--dir DIR | --print] [--corral PATH] [--force]
+const unitsHelp = `Usage: corral units [--user] [--template NAME] [--dir DIR | --print] [--corral PATH] [--force]
 
 Writes corral's systemd units as NAME@.service and NAME@.socket, so that
 'systemctl start NAME@api' runs the app configured by /etc/corral/api.toml,
@@ -20,7 +21,13 @@ exactly as corral@api does with the units corral ships. Both names use the
 same config file, runtime directory and socket path for an app: run an app
 under one of them, not both.
 
-Then: systemctl daemon-reload && systemctl enable --now NAME@api.socket
+--user writes the units for a user's own manager (systemctl --user), which
+run apps configured in ~/.config/corral/ as that user: into
+~/.config/systemd/user, or as root into /etc/systemd/user, for every user.
+The packages install them in /usr/lib/systemd/user.
+
+Then 'corral start' runs an app under them, or by hand:
+systemctl daemon-reload && systemctl enable --now NAME@api.socket
 `
 
 // unitsCommand is `corral units`.
@@ -28,7 +35,8 @@ func unitsCommand(args []string, stdout io.Writer) error {
 	fs := newFlags("units", unitsHelp, stdout)
 	var opts systemd.Options
 	fs.StringVarP(&opts.Template, "template", "t", systemd.DefaultTemplate, "template name: the units are NAME@.service and NAME@.socket")
-	dir := fs.String("dir", "/etc/systemd/system", "directory to write the units to")
+	fs.BoolVar(&opts.User, "user", false, "write the units for a user's own manager (systemctl --user)")
+	dir := fs.String("dir", "", "directory to write the units to (default /etc/systemd/system; with --user, ~/.config/systemd/user, or /etc/systemd/user for root)")
 	printOnly := fs.Bool("print", false, "print the units to stdout instead of writing them")
 	fs.StringVar(&opts.Corral, "corral", systemd.DefaultCorral, "corral's absolute path, for ExecStart= and ExecReload=")
 	force := fs.Bool("force", false, "overwrite units that exist and differ")
@@ -45,6 +53,11 @@ func unitsCommand(args []string, stdout io.Writer) error {
 	if err != nil {
 		return usageError{fmt.Errorf("units: %w", err)}
 	}
+	if *dir == "" {
+		if *dir, err = unitDir(opts.User); err != nil {
+			return err
+		}
+	}
 	if *printOnly {
 		for i, u := range units {
 			if i > 0 {
@@ -59,6 +72,9 @@ func unitsCommand(args []string, stdout io.Writer) error {
 			return err
 		}
 	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return fmt.Errorf("units: %w", err)
+	}
 	for _, u := range units {
 		path := filepath.Join(*dir, u.Name)
 		if err := writeUnit(path, u.Text); err != nil {
@@ -67,8 +83,31 @@ func unitsCommand(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "wrote %s\n", path)
 	}
 	name := strings.TrimSuffix(units[0].Name, "@.service")
-	fmt.Fprintf(stdout, "next: systemctl daemon-reload && systemctl enable --now %s@APP.socket (runs /etc/corral/APP.toml)\n", name)
+	start := "corral start"
+	if name != systemd.DefaultTemplate {
+		start += " --template " + name
+	}
+	if opts.User {
+		fmt.Fprintf(stdout, "next: %s --user app.js --port 3000, or systemctl --user daemon-reload && systemctl --user enable --now %s@APP.socket (runs ~/.config/corral/APP.toml)\n", start, name)
+		return nil
+	}
+	fmt.Fprintf(stdout, "next: %s app.js --port 3000, or systemctl daemon-reload && systemctl enable --now %s@APP.socket (runs /etc/corral/APP.toml)\n", start, name)
 	return nil
+}
+
+// unitDir returns where corral units writes by default.
+func unitDir(user bool) (string, error) {
+	if !user {
+		return "/etc/systemd/system", nil
+	}
+	if os.Geteuid() == 0 {
+		return "/etc/systemd/user", nil
+	}
+	paths, err := apps.ScopePaths(apps.User)
+	if err != nil {
+		return "", fmt.Errorf("units: %w", err)
+	}
+	return paths.Units, nil
 }
 
 // checkUnit returns an error if path holds a different unit and force is

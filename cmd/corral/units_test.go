@@ -153,3 +153,33 @@ func runUnits(t *testing.T, want int, args ...string) string {
 	}
 	return out.String()
 }
+
+func TestUnitsForTheUserManager(t *testing.T) {
+	dir := t.TempDir()
+	out := runUnits(t, exitOK, "--user", "--dir", dir)
+	for _, name := range []string{"corral@.service", "corral@.socket"} {
+		want, err := os.ReadFile(filepath.Join("..", "..", "contrib", "systemd", "user", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("%v (output: %s)", err, out)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s differs from contrib/systemd/user/%s", name, name)
+		}
+	}
+	svc, _ := os.ReadFile(filepath.Join(dir, "corral@.service"))
+	for _, want := range []string{"ExecStart=/usr/bin/corral run --config %E/corral/%i.toml\n", "WantedBy=default.target\n"} {
+		if !strings.Contains(string(svc), want) {
+			t.Errorf("the user service lacks %q", want)
+		}
+	}
+	if strings.Contains(string(svc), "\nDynamicUser=") {
+		t.Error("the user service sets DynamicUser=, which a user manager cannot apply")
+	}
+	if !strings.Contains(out, "systemctl --user") {
+		t.Errorf("output does not say what to run next:\n%s", out)
+	}
+}

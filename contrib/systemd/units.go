@@ -1,5 +1,6 @@
 // Package systemd holds corral's systemd units, corral@.service and
-// corral@.socket, exactly as they ship in this directory.
+// corral@.socket, exactly as they ship in this directory: for the system
+// manager here, and for a user's own manager (systemctl --user) in user/.
 //
 // An app NAME runs as the instance corral@NAME: the socket unit owns its
 // listening sockets, the service runs `corral run --config
@@ -23,6 +24,12 @@ var serviceUnit string
 //go:embed corral@.socket
 var socketUnit string
 
+//go:embed user/corral@.service
+var userServiceUnit string
+
+//go:embed user/corral@.socket
+var userSocketUnit string
+
 // The template name and corral's path as the shipped files spell them.
 const (
 	DefaultTemplate = "corral"
@@ -38,6 +45,9 @@ type Options struct {
 	// Corral is the absolute path of the corral binary in ExecStart= and
 	// ExecReload=. Default DefaultCorral.
 	Corral string
+	// User selects the units for a user's own manager: configs in
+	// ~/.config/corral, sockets in $XDG_RUNTIME_DIR, no DynamicUser=.
+	User bool
 }
 
 // Unit is one unit file: its name, such as "corral@.service", and its text.
@@ -67,8 +77,12 @@ func Units(opts Options) ([]Unit, error) {
 		return nil, fmt.Errorf("corral path %q: want an absolute path without spaces, quotes or %%", corral)
 	}
 	rename := strings.NewReplacer(DefaultTemplate+"@", tmpl+"@", DefaultCorral+" ", corral+" ")
+	service, socket := serviceUnit, socketUnit
+	if opts.User {
+		service, socket = userServiceUnit, userSocketUnit
+	}
 	return []Unit{
-		{Name: tmpl + "@.service", Text: rename.Replace(serviceUnit)},
-		{Name: tmpl + "@.socket", Text: rename.Replace(socketUnit)},
+		{Name: tmpl + "@.service", Text: rename.Replace(service)},
+		{Name: tmpl + "@.socket", Text: rename.Replace(socket)},
 	}, nil
 }

@@ -1,6 +1,7 @@
 package systemd_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,13 +22,13 @@ const maxExposure = 1.5
 // writeUnits writes the units for opts into a new directory and returns
 // their paths. systemd-analyze verify wants ExecStart='s binary to exist,
 // so corral is this test binary.
-func writeUnits(t *testing.T, template string) []string {
+func writeUnits(t *testing.T, template string, user bool) []string {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	units, err := systemd.Units(systemd.Options{Template: template, Corral: self})
+	units, err := systemd.Units(systemd.Options{Template: template, Corral: self, User: user})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,12 +44,22 @@ func writeUnits(t *testing.T, template string) []string {
 
 func TestUnitsVerify(t *testing.T) {
 	analyze := testenv.Need(t, "systemd-analyze", "systemd")
-	for _, template := range []string{"corral", "app"} {
-		t.Run(template, func(t *testing.T) {
-			paths := writeUnits(t, template)
-			out, err := exec.Command(analyze, append([]string{"verify"}, paths...)...).CombinedOutput()
+	for _, tc := range []struct {
+		template string
+		user     bool
+	}{{"corral", false}, {"app", false}, {"corral", true}, {"app", true}} {
+		t.Run(fmt.Sprintf("%s,user=%v", tc.template, tc.user), func(t *testing.T) {
+			paths := writeUnits(t, tc.template, tc.user)
+			args := []string{"verify"}
+			if tc.user {
+				args = []string{"--user", "verify"}
+			}
+			cmd := exec.Command(analyze, append(args, paths...)...)
+			// A user manager needs a runtime directory, even to verify.
+			cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+t.TempDir())
+			out, err := cmd.CombinedOutput()
 			if err != nil || len(out) > 0 {
-				t.Errorf("systemd-analyze verify %s: %v\n%s", strings.Join(paths, " "), err, out)
+				t.Errorf("systemd-analyze %s %s: %v\n%s", strings.Join(args, " "), strings.Join(paths, " "), err, out)
 			}
 		})
 	}
@@ -58,7 +69,7 @@ var overall = regexp.MustCompile(`Overall exposure level for \S+: (\d+\.\d+) (\S
 
 func TestServiceSecurityExposure(t *testing.T) {
 	analyze := testenv.Need(t, "systemd-analyze", "systemd")
-	service := writeUnits(t, "corral")[0]
+	service := writeUnits(t, "corral", false)[0]
 	out, err := exec.Command(analyze, "security", "--offline=yes", "--no-pager", service).CombinedOutput()
 	if err != nil {
 		t.Fatalf("systemd-analyze security --offline=yes %s: %v\n%s", service, err, out)
