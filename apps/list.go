@@ -63,8 +63,9 @@ type Info struct {
 const cpuSample = 100 * time.Millisecond
 
 // List returns every app of the manager, sorted by name: those with a
-// record of Start, and every loaded instance of a template whose service
-// runs `corral run`, such as those of `corral units --template`.
+// record of Start, and every instance of a template whose service runs
+// `corral run`, such as those of `corral units --template`, that systemd
+// has loaded and that is not inactive.
 func (m *Manager) List(ctx context.Context) ([]Info, error) {
 	found, err := m.discover(ctx)
 	if err != nil {
@@ -128,7 +129,9 @@ func (m *Manager) discover(ctx context.Context) ([]found, error) {
 	corralTemplates := make(map[string]bool)
 	for _, u := range units {
 		tmpl, name, ok := splitInstance(u.Name, ".service")
-		if !ok || u.LoadState != "loaded" {
+		// A loaded unit that is inactive and has no record is one systemd
+		// will unload: a deleted app, or one stopped by hand.
+		if !ok || u.LoadState != "loaded" || u.ActiveState == "inactive" {
 			continue
 		}
 		if _, seen := byName[name]; seen && byName[name].template == tmpl {
