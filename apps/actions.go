@@ -97,6 +97,7 @@ func (m *Manager) do(ctx context.Context, action Action, f found) Result {
 	default:
 		reason := m.failureReason(ctx, units.Service)
 		m.stopUnits(ctx, units)
+		reason = withExitLine(reason, m.journalTail(ctx, units, 10))
 		r.Message = fmt.Sprintf("%s failed (%s): %s; corral logs %s shows why", action, result, reason, f.name)
 	}
 	if action == StartIt && r.OK {

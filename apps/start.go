@@ -187,8 +187,19 @@ func (m *Manager) startUnits(ctx context.Context, name string, units Units) (Inf
 func (m *Manager) startFailed(ctx context.Context, name string, units Units, result string) error {
 	reason := m.failureReason(ctx, units.Service)
 	m.stopUnits(ctx, units)
-	return &StartError{App: name, Unit: units.Service, Result: result, Reason: reason,
-		Logs: m.journalTail(ctx, units, 10)}
+	logs := m.journalTail(ctx, units, 10)
+	return &StartError{App: name, Unit: units.Service, Result: result, Reason: withExitLine(reason, logs), Logs: logs}
+}
+
+// withExitLine adds to reason the line corral run wrote as it exited,
+// "corral: no worker came online: ...", the last of logs that has it.
+func withExitLine(reason string, logs []string) string {
+	for i := len(logs) - 1; i >= 0; i-- {
+		if line, ok := strings.CutPrefix(logs[i], "corral: "); ok {
+			return reason + ": " + line
+		}
+	}
+	return reason
 }
 
 // failureReason describes why a service failed: its Result= and its last
@@ -205,7 +216,9 @@ func (m *Manager) failureReason(ctx context.Context, service string) string {
 			reason += " (a wrong configuration)"
 		}
 	}
-	if st := p.str("StatusText"); st != "" {
+	// The status text says why a reload failed; once corral stopped, it
+	// says only "stopping".
+	if st := p.str("StatusText"); st != "" && !strings.HasPrefix(st, "stopping") {
 		reason += ": " + st
 	}
 	return reason
