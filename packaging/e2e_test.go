@@ -122,18 +122,24 @@ func rpmlint(t *testing.T, rpm string) {
 }
 
 // shipped are the files both packages ship, with the unit directory as
-// /lib on Debian and /usr/lib on Fedora.
+// /lib on Debian and /usr/lib on Fedora, and the licenses where each
+// distribution keeps them, as rpm -qlp sorts them.
 func shipped(unitDir string) []string {
-	return []string{
+	files := []string{
 		"/etc/corral",
 		"/etc/corral/example.toml",
 		"/usr/bin/corral",
 		unitDir + "/corral@.service",
 		unitDir + "/corral@.socket",
+		"/usr/lib/systemd/user/corral@.service",
+		"/usr/lib/systemd/user/corral@.socket",
 		"/usr/share/doc/corral/README.md",
-		"/usr/share/doc/corral/copyright",
-		"/usr/share/man/man1/corral.1.gz",
 	}
+	if unitDir == "/lib/systemd/system" {
+		return append(files, "/usr/share/doc/corral/copyright", "/usr/share/man/man1/corral.1.gz")
+	}
+	return append(files, "/usr/share/licenses/corral/LICENSE", "/usr/share/licenses/corral/THIRD-PARTY-NOTICES",
+		"/usr/share/man/man1/corral.1.gz")
 }
 
 // rpmInstall lists the rpm and installs it into a scratch root, the Debian

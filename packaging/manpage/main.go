@@ -20,7 +20,7 @@ import (
 )
 
 // commands are the subcommands documented, in the order of `corral help`.
-var commands = []string{"run", "reload", "status", "units", "version"}
+var commands = []string{"start", "ls", "status", "reload", "restart", "stop", "delete", "logs", "import", "run", "units", "version"}
 
 func main() {
 	corral := flag.String("corral", "bin/corral", "the corral binary whose help text is the source")
