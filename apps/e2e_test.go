@@ -191,7 +191,8 @@ func TestSystemApp(t *testing.T) {
 	m.write(t, "", "/etc/corral/api.toml", broken)
 	out, ok := m.corral("", "/", "reload", "api")
 	t.Logf("corral reload of a broken release:\n%s", out)
-	if ok || !strings.Contains(out, "reload failed: worker") || !strings.Contains(out, "exited with status 1") || !strings.Contains(out, "generation 2 kept") {
+	if ok || !strings.Contains(out, "reload failed: worker") || !strings.Contains(out, "exited with status 1") || !strings.Contains(out, "generation 2 kept") ||
+		!strings.Contains(out, "its output is in corral logs api") {
 		t.Errorf("corral reload of a broken release: exit 0 = %v, want non-zero with corral's reason:\n%s", ok, out)
 	}
 	if served := servingPIDs(t, addr, 2); !slices.Equal(served, pids) {
@@ -207,7 +208,8 @@ func TestSystemApp(t *testing.T) {
 	servingPIDs(t, addr, 2)
 
 	logs := m.mustCorral(t, "", "/", "logs", "api", "--lines", "200")
-	for _, want := range []string{"broken release", "reload failed", "starting 2 workers"} {
+	// corral names the app as its commands do, not by its control socket.
+	for _, want := range []string{"broken release", "reload failed", "starting 2 workers", "(corral reload api)"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("corral logs api lacks %q:\n%s", want, logs)
 		}

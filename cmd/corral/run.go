@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -236,6 +237,9 @@ func handleSignals(ctx context.Context, pool *workers.Pool, stop context.CancelF
 
 // outputHint says where workers' output goes, for failure messages.
 func outputHint() string {
+	if name := instanceName(); name != "" {
+		return "corral logs " + name
+	}
 	if unit := os.Getenv("CORRAL_UNIT"); unit != "" {
 		return "journalctl -u " + unit
 	}
@@ -246,6 +250,9 @@ func outputHint() string {
 }
 
 func reloadHint(pl place) string {
+	if name := instanceName(); name != "" {
+		return name
+	}
 	switch {
 	case pl.control != "":
 		return "--control " + pl.control
@@ -253,4 +260,15 @@ func reloadHint(pl place) string {
 		return "--config " + pl.config
 	}
 	return "--name " + pl.appName()
+}
+
+// instanceName returns the app's name when corral runs as the instance
+// of a template unit, TEMPLATE@NAME.service, so that its messages name the
+// app as corral start, corral reload NAME and corral logs NAME do.
+func instanceName() string {
+	unit, ok := strings.CutSuffix(os.Getenv("CORRAL_UNIT"), ".service")
+	if _, name, found := strings.Cut(unit, "@"); ok && found && name != "" {
+		return name
+	}
+	return ""
 }
