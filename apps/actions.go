@@ -91,13 +91,15 @@ func (m *Manager) do(ctx context.Context, action Action, f found) Result {
 		r.Message = err.Error()
 	case result == jobDone:
 		r.OK, r.Message = true, string(action)+"ed"
-		if info, err := m.info(ctx, f.template, f.name, f.record); err == nil && info.Corral != nil {
+		m.noteFailure(f.name, "")
+		if info, err := m.info(ctx, f); err == nil && info.Corral != nil {
 			r.Message += ": " + info.Corral.Line
 		}
 	default:
 		reason := m.failureReason(ctx, units.Service)
 		m.stopUnits(ctx, units)
 		reason = withExitLine(reason, m.journalTail(ctx, units, 10))
+		m.noteFailure(f.name, fmt.Sprintf("%s failed: %s", action, reason))
 		r.Message = fmt.Sprintf("%s failed (%s): %s; corral logs %s shows why", action, result, reason, f.name)
 	}
 	if action == StartIt && r.OK {
@@ -124,7 +126,7 @@ func (m *Manager) reload(ctx context.Context, f found, units Units) Result {
 		r.Message = err.Error()
 		return r
 	}
-	info, ierr := m.info(ctx, f.template, f.name, f.record)
+	info, ierr := m.info(ctx, f)
 	var last string
 	if ierr == nil && info.LastReload != nil {
 		last = info.LastReload.Message

@@ -144,11 +144,13 @@ func (m *Manager) checkFree(ctx context.Context, s Spec, units Units, svc props,
 	if force {
 		return rec, false, nil
 	}
-	sock, err := m.unitProps(ctx, units.Socket)
+	// Not loaded for this: Start writes the socket's drop-in next, which a
+	// loaded socket would only see after a daemon-reload.
+	sockState, _, err := m.loadedState(ctx, units.Socket)
 	if err != nil {
 		return rec, false, err
 	}
-	for _, p := range []props{svc, sock} {
+	for _, p := range []props{svc, {"Id": units.Socket, "ActiveState": sockState}} {
 		if st := p.str("ActiveState"); st != "" && st != "inactive" {
 			return rec, false, fmt.Errorf("%w: %s is %s, set up by hand (not by corral start); stop it first, replace it with corral start --force, or pick another --name",
 				ErrExists, p.str("Id"), st)
@@ -252,4 +254,20 @@ func describeProcess(pid int, comm string) string {
 		return fmt.Sprintf("%s%s (process %d, %s)", unit, owner, pid, comm)
 	}
 	return fmt.Sprintf("process %d (%s)", pid, comm)
+}
+
+// loadedState returns unit's ActiveState and true when systemd has it
+// loaded, without loading it as a property read would; "" and false when
+// it is not loaded.
+func (m *Manager) loadedState(ctx context.Context, unit string) (string, bool, error) {
+	units, err := m.conn.ListUnitsByPatternsContext(ctx, nil, []string{unit})
+	if err != nil {
+		return "", false, fmt.Errorf("list %s: %w", unit, err)
+	}
+	for _, u := range units {
+		if u.Name == unit && u.LoadState != "not-found" {
+			return u.ActiveState, true, nil
+		}
+	}
+	return "", false, nil
 }

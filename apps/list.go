@@ -75,7 +75,7 @@ func (m *Manager) List(ctx context.Context) ([]Info, error) {
 	errs := make([]error, len(found))
 	var wg sync.WaitGroup
 	for i, a := range found {
-		wg.Go(func() { infos[i], errs[i] = m.info(ctx, a.template, a.name, a.record) })
+		wg.Go(func() { infos[i], errs[i] = m.info(ctx, a) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -92,7 +92,7 @@ func (m *Manager) Info(ctx context.Context, name string) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	info, err := m.info(ctx, a.template, a.name, a.record)
+	info, err := m.info(ctx, a)
 	if err != nil {
 		return Info{}, err
 	}
@@ -105,6 +105,7 @@ func (m *Manager) Info(ctx context.Context, name string) (Info, error) {
 type found struct {
 	name, template string
 	record         bool
+	failure        string // the record's LastFailure
 }
 
 // discover finds the apps: records, and the loaded instances of templates
@@ -120,7 +121,7 @@ func (m *Manager) discover(ctx context.Context) ([]found, error) {
 		if err != nil {
 			return nil, err
 		}
-		byName[n] = found{name: n, template: r.Template, record: true}
+		byName[n] = found{name: n, template: r.Template, record: true, failure: r.LastFailure}
 	}
 	units, err := m.conn.ListUnitsByPatternsContext(ctx, nil, []string{"*@*.service"})
 	if err != nil {
@@ -199,9 +200,9 @@ func (m *Manager) find(ctx context.Context, name string) (found, error) {
 }
 
 // info reads one app's properties from systemd and corral.
-func (m *Manager) info(ctx context.Context, template, name string, record bool) (Info, error) {
-	units := UnitsOf(template, name)
-	info := Info{Name: name, Template: template, Unit: units.Service, Record: record}
+func (m *Manager) info(ctx context.Context, f found) (Info, error) {
+	units := UnitsOf(f.template, f.name)
+	info := Info{Name: f.name, Template: f.template, Unit: units.Service, Record: f.record}
 	svc, err := m.serviceProps(ctx, units.Service)
 	if err != nil {
 		return info, err
@@ -221,8 +222,11 @@ func (m *Manager) info(ctx context.Context, template, name string, record bool) 
 	switch {
 	case info.SubState == "auto-restart":
 		info.State = "auto-restart"
-	case info.State == "inactive" && svc.str("Result") != "" && svc.str("Result") != "success":
+	case info.State == "inactive" && (f.failure != "" || svc.str("Result") != "" && svc.str("Result") != "success"):
 		info.State = "failed"
+		if f.failure != "" {
+			info.Status = f.failure
+		}
 	}
 	info.cgroup = svc.str("ControlGroup")
 	if info.State == "active" || info.State == "reloading" {

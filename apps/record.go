@@ -32,6 +32,10 @@ type Record struct {
 	// links systemd made for them, which Delete disables.
 	Enabled []string `json:"enabled,omitempty"`
 	Links   []string `json:"links,omitempty"`
+	// LastFailure says why the app's last start or restart failed, which
+	// left it stopped (systemd's own result may be reset by then); empty
+	// once one succeeded.
+	LastFailure string `json:"last_failure,omitempty"`
 }
 
 // recordPath returns where the record of the app name is.
@@ -66,6 +70,16 @@ func (m *Manager) writeRecord(r Record) error {
 		return err
 	}
 	return writeFile(m.recordPath(r.Name), append(b, '\n'), 0o644)
+}
+
+// noteFailure sets the record's LastFailure, for an app that has one.
+func (m *Manager) noteFailure(name, failure string) {
+	r, err := m.readRecord(name)
+	if err != nil || r.LastFailure == failure {
+		return
+	}
+	r.LastFailure = failure
+	m.writeRecord(r) // a record that cannot be written was not written by start either
 }
 
 // records returns the names of the apps that have a record, sorted.

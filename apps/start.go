@@ -73,6 +73,16 @@ func (m *Manager) Start(ctx context.Context, s Spec, opts StartOptions) (Info, e
 	if err := m.checkPorts(ctx, s, units); err != nil {
 		return Info{}, err
 	}
+	// systemd reads a unit's files when it loads it, and again only at a
+	// daemon-reload, which takes the system manager a good half second.
+	// A new app's socket was never loaded, so it needs none: the links
+	// that enable the app matter at the next boot, when systemd reads
+	// them anyway.
+	_, reload, err := m.loadedState(ctx, units.Socket)
+	if err != nil {
+		return Info{}, err
+	}
+	reload = reload || hasRecord || opts.Force
 	if hasRecord {
 		if err := m.remove(ctx, rec); err != nil {
 			return Info{}, fmt.Errorf("replace %s: %w", s.Name, err)
@@ -80,15 +90,16 @@ func (m *Manager) Start(ctx context.Context, s Spec, opts StartOptions) (Info, e
 	} else if opts.Force {
 		m.stopUnits(ctx, units) // a unit made by hand: stop it, then take it over
 	}
-	if err := m.install(ctx, s, units, !opts.NoEnable); err != nil {
+	if err := m.install(ctx, s, units, !opts.NoEnable, reload); err != nil {
 		return Info{}, err
 	}
-	return m.startUnits(ctx, s.Name, units)
+	return m.startUnits(ctx, s.template(), s.Name, units)
 }
 
 // install writes the record, the config and the socket's drop-in, enables
-// the units when enable is set, and makes systemd reload its units.
-func (m *Manager) install(ctx context.Context, s Spec, units Units, enable bool) error {
+// the units when enable is set, and makes systemd reload its units when
+// reload is set.
+func (m *Manager) install(ctx context.Context, s Spec, units Units, enable, reload bool) error {
 	cfg := s.Config
 	cfg.Listen = nil
 	header := fmt.Sprintf("The app %s, written by corral start (%s manager).\n"+
@@ -143,6 +154,9 @@ func (m *Manager) install(ctx context.Context, s Spec, units Units, enable bool)
 			return err
 		}
 	}
+	if !reload {
+		return nil
+	}
 	if err := m.conn.ReloadContext(ctx); err != nil {
 		return fmt.Errorf("daemon-reload: %w", err)
 	}
@@ -169,7 +183,7 @@ func (m *Manager) configPath(name string) string {
 }
 
 // startUnits starts the service, which starts its socket first, and waits.
-func (m *Manager) startUnits(ctx context.Context, name string, units Units) (Info, error) {
+func (m *Manager) startUnits(ctx context.Context, template, name string, units Units) (Info, error) {
 	m.conn.ResetFailedUnitContext(ctx, units.Service) // a unit that never failed has nothing to reset
 	result, err := m.run(ctx, startJob, units.Service, true)
 	if err != nil {
@@ -178,7 +192,13 @@ func (m *Manager) startUnits(ctx context.Context, name string, units Units) (Inf
 	if result != jobDone {
 		return Info{}, m.startFailed(ctx, name, units, result)
 	}
-	return m.Info(ctx, name)
+	// No CPU sample: over a process that just started it means nothing.
+	info, err := m.info(ctx, found{name: name, template: template, record: true})
+	if err == nil && info.MemorySource == "" {
+		_, info.MemoryBytes = readProcs().sum(cgroupPIDs(info.cgroup))
+		info.MemorySource = "proc"
+	}
+	return info, err
 }
 
 // startFailed stops what a failed start left restarting, so that the app
@@ -188,7 +208,9 @@ func (m *Manager) startFailed(ctx context.Context, name string, units Units, res
 	reason := m.failureReason(ctx, units.Service)
 	m.stopUnits(ctx, units)
 	logs := m.journalTail(ctx, units, 10)
-	return &StartError{App: name, Unit: units.Service, Result: result, Reason: withExitLine(reason, logs), Logs: logs}
+	reason = withExitLine(reason, logs)
+	m.noteFailure(name, "start failed: "+reason)
+	return &StartError{App: name, Unit: units.Service, Result: result, Reason: reason, Logs: logs}
 }
 
 // withExitLine adds to reason the line corral run wrote as it exited,

@@ -32,7 +32,7 @@ func (m *Manager) Status(ctx context.Context, name string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	info, err := m.info(ctx, a.template, a.name, a.record)
+	info, err := m.info(ctx, a)
 	if err != nil {
 		return Status{}, err
 	}
