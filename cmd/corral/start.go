@@ -45,6 +45,10 @@ func startCommand(args []string, stdout, stderr io.Writer) error {
 	fs.StringVarP(&name, "name", "n", "", "the app's name (default: the script's base name, as PM2)")
 	fs.StringArrayVarP(&ports, "port", "p", nil, "listen on PORT on every address (ListenStream=PORT); repeatable")
 	config.BindFlags(fs, &flagCfg)
+	// Two of corral run's flags mean something else here: the socket unit
+	// listens, and the working directory is the current one, as in PM2.
+	fs.Lookup("listen").Usage = "listen on ADDR: [NAME=]HOST:PORT, [NAME=][::1]:PORT or [NAME=]unix:/PATH (the socket's ListenStream=); repeatable"
+	fs.Lookup("chdir").Usage = "working directory of the workers (default: the current directory)"
 	fs.StringVar(&interpreter, "interpreter", "", "run SCRIPT with this program instead of PM2's rule (none: run it itself)")
 	fs.BoolVarP(&opts.Force, "force", "f", false, "replace an app of the same name")
 	fs.BoolVar(&opts.NoEnable, "no-enable", false, "do not start the app at boot")
