@@ -307,3 +307,37 @@ func TestUserApp(t *testing.T) {
 		home + "/.local/state/corral-apps",
 	})
 }
+
+// An app set up by hand under a template of `corral units --template`
+// shows in ls and takes reload by name; delete leaves it alone, since
+// corral start did not make it, and says how to remove it.
+func TestHandMadeApp(t *testing.T) {
+	m := boot(t)
+	addr := testenv.FreeAddr(t)
+	m.mustCorral(t, "", "/", "units", "--template", "app")
+	m.write(t, "", "/etc/corral/hand.toml", "command = [\"/usr/local/bin/hello\"]\ninstances = 2\n")
+	m.write(t, "", "/etc/systemd/system/app@hand.socket.d/port.conf", "[Socket]\nListenStream=\nListenStream="+addr+"\n")
+	m.must(t, "", "/", "systemctl", "daemon-reload")
+	m.must(t, "", "/", "systemctl", "start", "app@hand.service")
+	t.Cleanup(func() {
+		m.run("", "/", "systemctl", "stop", "app@hand.socket", "app@hand.service")
+		m.run("", "/", "rm", "-rf", "/etc/corral/hand.toml", "/etc/systemd/system/app@hand.socket.d", "/etc/systemd/system/app@.service", "/etc/systemd/system/app@.socket")
+		m.run("", "/", "systemctl", "daemon-reload")
+	})
+	in := m.app(t, "", "hand")
+	if in.Template != "app" || in.State != "active" || in.Online != 2 || in.Record {
+		t.Errorf("corral ls: %+v; want hand of the template app, active, 2/2, not started by corral", in)
+	}
+	m.mustCorral(t, "", "/", "reload", "hand")
+	if g := m.app(t, "", "hand").Generation; g != 2 {
+		t.Errorf("after corral reload hand, generation %d, want 2", g)
+	}
+	out, ok := m.corral("", "/", "delete", "hand")
+	if ok || !strings.Contains(out, "not made by corral start") || !strings.Contains(out, "systemctl disable --now app@hand.socket app@hand.service") {
+		t.Errorf("corral delete of a hand-made app: exit 0 = %v, want a refusal that says how:\n%s", ok, out)
+	}
+	if !m.exists("/etc/corral/hand.toml") {
+		t.Error("corral delete removed the hand-made app's config")
+	}
+	servingPIDs(t, addr, 2)
+}

@@ -51,6 +51,9 @@ func connect(scope func() (apps.Scope, error)) (context.Context, *apps.Manager, 
 		if errors.Is(err, apps.ErrNotRoot) {
 			return nil, nil, nil, usageError{err}
 		}
+		if errors.Is(err, apps.ErrNoSystemd) {
+			return nil, nil, nil, fmt.Errorf("apps by name need systemd: %w", err)
+		}
 		return nil, nil, nil, err
 	}
 	return ctx, m, func() { m.Close(); stop() }, nil

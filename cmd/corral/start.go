@@ -160,6 +160,8 @@ func startSpec(fs *pflag.FlagSet, flagCfg config.Config, name, template, interpr
 		if err := apps.CheckName(name); err != nil {
 			return apps.Spec{}, usagef("start: %v; give the app a name with --name", err)
 		}
+	} else if err := apps.CheckName(name); err != nil {
+		return apps.Spec{}, usagef("start: %v", err)
 	}
 	cfg := config.Default()
 	config.Overlay(&cfg, &flagCfg, fs)
