@@ -2,24 +2,19 @@ package apps
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	cproc "github.com/corraldev/corral/internal/proc"
 )
 
-// The functions here read /proc and /sys/fs/cgroup for what systemd cannot
-// say: the memory and CPU time of an app where its cgroup has no memory or
+// The functions here read /proc (through internal/proc) and /sys/fs/cgroup
+// for what systemd cannot say: the memory and CPU time of an app where its cgroup has no memory or
 // CPU accounting (v1 controllers, read-only in a container), and the
 // processes of a worker.
-
-// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat,
-// which is 100 on every Linux architecture Go supports.
-const clockTicks = 100
-
-var pageSize = uint64(os.Getpagesize())
 
 // proc is one process's parent, CPU time and resident memory.
 type proc struct {
@@ -28,49 +23,21 @@ type proc struct {
 	rss   uint64 // bytes
 }
 
-// readProc reads /proc/PID/stat and statm; false when the process is gone.
-func readProc(pid int) (proc, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return proc{}, false
-	}
-	// The command, field 2, is in parentheses and may hold anything.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return proc{}, false
-	}
-	f := strings.Fields(string(b[i+1:])) // f[0] is field 3, state
-	if len(f) < 13 {
-		return proc{}, false
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	utime, _ := strconv.ParseUint(f[11], 10, 64)
-	stime, _ := strconv.ParseUint(f[12], 10, 64)
-	p := proc{ppid: ppid, cpuNs: (utime + stime) * (1e9 / clockTicks)}
-	if m, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm"); err == nil {
-		if fs := strings.Fields(string(m)); len(fs) > 1 {
-			pages, _ := strconv.ParseUint(fs[1], 10, 64)
-			p.rss = pages * pageSize
-		}
-	}
-	return p, true
-}
-
 // procTable is every process of the machine, by PID.
 type procTable map[int]proc
 
-// readProcs reads every process in /proc.
+// readProcs reads every process in /proc; those that exit meanwhile are
+// left out.
 func readProcs() procTable {
 	t := make(procTable)
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
+	pids, _ := cproc.PIDs()
+	for _, pid := range pids {
+		st, err := cproc.ReadStat(pid)
 		if err != nil {
 			continue
 		}
-		if p, ok := readProc(pid); ok {
-			t[pid] = p
-		}
+		rss, _ := cproc.RSS(pid)
+		t[pid] = proc{ppid: st.PPID, cpuNs: uint64(st.CPU()), rss: uint64(max(rss, 0))}
 	}
 	return t
 }
