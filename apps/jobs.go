@@ -8,15 +8,11 @@ import (
 	"github.com/godbus/dbus/v5"
 )
 
-// A job's results, as systemd's JobRemoved signal gives them.
+// A job's results: systemd's JobRemoved signal gives done, canceled,
+// timeout, failed, dependency or skipped; run adds jobRestarted.
 const (
 	jobDone      = "done"
-	jobFailed    = "failed"
-	jobTimeout   = "timeout"
-	jobCanceled  = "canceled"
-	jobDepend    = "dependency"
-	jobSkipped   = "skipped"
-	jobRestarted = "auto-restart" // not systemd's: the service failed and awaits a restart
+	jobRestarted = "auto-restart" // the service failed and awaits a restart
 )
 
 // jobFunc starts a job on a unit with a mode and reports its result on ch.
