@@ -169,11 +169,11 @@ func TestSystemApp(t *testing.T) {
 	pids := servingPIDs(t, addr, 2)
 	in := m.app(t, "", "api")
 	if in.State != "active" || in.Online != 2 || in.Instances != 2 || in.Generation != 1 || in.MemoryBytes == 0 ||
-		!slices.Contains(in.Listen, "[::]:"+port(addr)) || in.Enabled != "enabled" {
-		t.Errorf("corral ls: %+v; want api active, 2/2 online, generation 1, memory, listening on %s, enabled", in, port(addr))
+		!slices.Contains(in.Listen, "[::]:"+port(addr)) {
+		t.Errorf("corral ls: %+v; want api active, 2/2 online, generation 1, memory, listening on %s", in, port(addr))
 	}
-	if st := m.status(t, "", "api"); !slices.Equal(pidsOf(st), pids) {
-		t.Errorf("corral status api: workers %v, but %v served", pidsOf(st), pids)
+	if st := m.status(t, "", "api"); !slices.Equal(pidsOf(st), pids) || st.Enabled != "enabled" {
+		t.Errorf("corral status api: workers %v, %s; but %v served, and want it enabled", pidsOf(st), st.Enabled, pids)
 	}
 
 	underLoad(t, addr, "corral reload api", func() { m.mustCorral(t, "", "/", "reload", "api") })

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/corraldev/corral/control"
 	"github.com/corraldev/corral/workers"
 )
@@ -24,9 +25,11 @@ type Info struct {
 	// reloading, deactivating, inactive, failed), "auto-restart" while
 	// systemd waits to restart it, "reloading" while corral replaces the
 	// workers, and "failed" for a service that stopped after it failed.
-	State     string `json:"state"`
-	SubState  string `json:"sub_state"`
-	Enabled   string `json:"enabled"` // UnitFileState: enabled, disabled, ...
+	State    string `json:"state"`
+	SubState string `json:"sub_state"`
+	// Enabled is the service's UnitFileState (enabled, disabled, ...),
+	// in Status only: List reads no more than it shows.
+	Enabled   string `json:"enabled,omitempty"`
 	Online    int    `json:"online"`
 	Instances int    `json:"instances"`
 	// Generation counts the app's releases: 1 at start, +1 per reload.
@@ -53,6 +56,7 @@ type Info struct {
 	Record bool `json:"started_by_corral"`
 
 	cgroup string
+	pids   []int // in the cgroup, when read from /proc
 	cpu0   uint64
 	cpuOK  bool
 	at0    time.Time
@@ -105,7 +109,12 @@ func (m *Manager) Info(ctx context.Context, name string) (Info, error) {
 type found struct {
 	name, template string
 	record         bool
-	failure        string // the record's LastFailure
+	failure        string   // the record's LastFailure
+	listen         []string // the record's Listen
+	// listed says that discover listed the loaded units: then unit is the
+	// service's state, or nil when systemd has not loaded it.
+	listed bool
+	unit   *sdbus.UnitStatus
 }
 
 // discover finds the apps: records, and the loaded instances of templates
@@ -115,27 +124,34 @@ func (m *Manager) discover(ctx context.Context) ([]found, error) {
 	if err != nil {
 		return nil, err
 	}
+	units, err := m.conn.ListUnitsByPatternsContext(ctx, nil, []string{"*@*.service"})
+	if err != nil {
+		return nil, fmt.Errorf("list units: %w", err)
+	}
+	loaded := make(map[string]*sdbus.UnitStatus, len(units))
+	for i, u := range units {
+		if u.LoadState == "loaded" {
+			loaded[u.Name] = &units[i]
+		}
+	}
 	byName := make(map[string]found)
 	for _, n := range names {
 		r, err := m.readRecord(n)
 		if err != nil {
 			return nil, err
 		}
-		byName[n] = found{name: n, template: r.Template, record: true, failure: r.LastFailure}
-	}
-	units, err := m.conn.ListUnitsByPatternsContext(ctx, nil, []string{"*@*.service"})
-	if err != nil {
-		return nil, fmt.Errorf("list units: %w", err)
+		byName[n] = found{name: n, template: r.Template, record: true, failure: r.LastFailure, listen: r.Listen,
+			listed: true, unit: loaded[UnitsOf(r.Template, n).Service]}
 	}
 	corralTemplates := make(map[string]bool)
 	for _, u := range units {
 		tmpl, name, ok := splitInstance(u.Name, ".service")
 		// A loaded unit that is inactive and has no record is one systemd
 		// will unload: a deleted app, or one stopped by hand.
-		if !ok || u.LoadState != "loaded" || u.ActiveState == "inactive" {
+		if !ok || loaded[u.Name] == nil || u.ActiveState == "inactive" {
 			continue
 		}
-		if _, seen := byName[name]; seen && byName[name].template == tmpl {
+		if f, seen := byName[name]; seen && f.template == tmpl {
 			continue
 		}
 		is, known := corralTemplates[tmpl]
@@ -152,7 +168,7 @@ func (m *Manager) discover(ctx context.Context) ([]found, error) {
 			if _, clash := byName[key]; clash {
 				key = tmpl + "@" + name // the same name under two templates
 			}
-			byName[key] = found{name: name, template: tmpl}
+			byName[key] = found{name: name, template: tmpl, listed: true, unit: loaded[u.Name]}
 		}
 	}
 	out := make([]found, 0, len(byName))
@@ -199,17 +215,33 @@ func (m *Manager) find(ctx context.Context, name string) (found, error) {
 	return found{}, fmt.Errorf("%w %q under the %s manager; the apps are: %s", ErrUnknown, name, m.scope, strings.Join(slices.Compact(names), ", "))
 }
 
-// info reads one app's properties from systemd and corral.
+// info reads one app's properties from systemd and corral. An app that
+// discover found not loaded is not loaded for this: it is inactive.
 func (m *Manager) info(ctx context.Context, f found) (Info, error) {
 	units := UnitsOf(f.template, f.name)
 	info := Info{Name: f.name, Template: f.template, Unit: units.Service, Record: f.record}
-	svc, err := m.serviceProps(ctx, units.Service)
+	if f.listed && f.unit == nil {
+		info.State, info.Listen = "inactive", f.listen
+		if f.failure != "" {
+			info.State, info.Status = "failed", f.failure
+		}
+		return info, nil
+	}
+	var svc props
+	var err error
+	if f.listed {
+		svc, err = m.typeProps(ctx, units.Service, "Service")
+		if err == nil {
+			svc["ActiveState"], svc["SubState"] = f.unit.ActiveState, f.unit.SubState
+		}
+	} else {
+		svc, err = m.serviceProps(ctx, units.Service)
+	}
 	if err != nil {
 		return info, err
 	}
-	sock, err := m.typeProps(ctx, units.Socket, "Socket")
-	if err == nil {
-		info.Listen = sock.listens()
+	if l, err := m.conn.GetUnitTypePropertyContext(ctx, units.Socket, "Socket", "Listen"); err == nil {
+		info.Listen = props{"Listen": l.Value.Value()}.listens()
 	}
 	info.State, info.SubState, info.Enabled = svc.str("ActiveState"), svc.str("SubState"), svc.str("UnitFileState")
 	info.Status = svc.str("StatusText")
@@ -234,8 +266,11 @@ func (m *Manager) info(ctx context.Context, f found) (Info, error) {
 		info.UptimeSeconds = time.Since(info.Since).Round(time.Second).Seconds()
 		info.Corral = m.workerStatus(ctx, svc)
 	}
-	info.cpu0, info.cpuOK = svc.u64("CPUUsageNSec")
 	info.at0 = time.Now()
+	if info.cpu0, info.cpuOK = svc.u64("CPUUsageNSec"); !info.cpuOK {
+		info.pids = cgroupPIDs(info.cgroup)
+		info.cpu0, _ = sumProcs(info.pids)
+	}
 	if mem, ok := svc.u64("MemoryCurrent"); ok {
 		info.MemoryBytes, info.MemorySource = mem, "systemd"
 	}
@@ -267,29 +302,17 @@ func (m *Manager) workerStatus(ctx context.Context, svc props) *workers.Status {
 	return &st
 }
 
-// sampleCPU fills in the CPU use of infos from a second reading cpuSample
-// after the first, and the memory that systemd could not give, from
-// systemd's CPUUsageNSec where it has one and from /proc otherwise.
+// sampleCPU fills in the CPU use of infos from a second reading at least
+// cpuSample after the first of them, and the memory that systemd could
+// not give: from systemd's CPUUsageNSec where it has one, else from the
+// processes in the app's cgroup.
 func (m *Manager) sampleCPU(ctx context.Context, infos []Info) {
-	var procs0 procTable
-	needProc := false
-	for _, in := range infos {
-		needProc = needProc || (in.cgroup != "" && (!in.cpuOK || in.MemorySource == ""))
-	}
-	if needProc {
-		procs0 = readProcs()
-	}
-	start := time.Now()
-	timer := time.NewTimer(cpuSample - time.Since(earliest(infos, start)))
+	timer := time.NewTimer(cpuSample - time.Since(earliest(infos, time.Now())))
 	defer timer.Stop()
 	select {
 	case <-timer.C:
 	case <-ctx.Done():
 		return
-	}
-	var procs1 procTable
-	if needProc {
-		procs1 = readProcs()
 	}
 	var wg sync.WaitGroup
 	for i := range infos {
@@ -298,21 +321,26 @@ func (m *Manager) sampleCPU(ctx context.Context, infos []Info) {
 			continue
 		}
 		wg.Go(func() {
+			var cpu1 uint64
 			if in.cpuOK {
 				p, err := m.conn.GetServicePropertyContext(ctx, in.Unit, "CPUUsageNSec")
-				if cpu1, ok := p.Value.Value().(uint64); err == nil && ok && cpu1 >= in.cpu0 {
-					in.CPUPercent = percent(cpu1-in.cpu0, time.Since(in.at0))
+				if err != nil {
+					return
 				}
+				cpu1, _ = p.Value.Value().(uint64)
 			} else {
-				pids := cgroupPIDs(in.cgroup)
-				c0, _ := procs0.sum(pids)
-				c1, _ := procs1.sum(pids)
-				if c1 >= c0 {
-					in.CPUPercent = percent(c1-c0, time.Since(start))
+				in.pids = cgroupPIDs(in.cgroup)
+				var rss uint64
+				cpu1, rss = sumProcs(in.pids)
+				if in.MemorySource == "" {
+					in.MemoryBytes, in.MemorySource = rss, "proc"
 				}
 			}
+			if cpu1 >= in.cpu0 {
+				in.CPUPercent = percent(cpu1-in.cpu0, time.Since(in.at0))
+			}
 			if in.MemorySource == "" {
-				_, in.MemoryBytes = procs1.sum(cgroupPIDs(in.cgroup))
+				_, in.MemoryBytes = sumProcs(cgroupPIDs(in.cgroup))
 				in.MemorySource = "proc"
 			}
 		})

@@ -158,3 +158,19 @@ func listenerProcess(port int) (int, string) {
 	}
 	return 0, ""
 }
+
+// sumProcs returns the CPU time and resident memory of pids, those that
+// still run.
+func sumProcs(pids []int) (cpuNs, rss uint64) {
+	for _, pid := range pids {
+		st, err := cproc.ReadStat(pid)
+		if err != nil {
+			continue
+		}
+		cpuNs += uint64(st.CPU())
+		if r, err := cproc.RSS(pid); err == nil && r > 0 {
+			rss += uint64(r)
+		}
+	}
+	return cpuNs, rss
+}

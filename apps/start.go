@@ -195,7 +195,7 @@ func (m *Manager) startUnits(ctx context.Context, template, name string, units U
 	// No CPU sample: over a process that just started it means nothing.
 	info, err := m.info(ctx, found{name: name, template: template, record: true})
 	if err == nil && info.MemorySource == "" {
-		_, info.MemoryBytes = readProcs().sum(cgroupPIDs(info.cgroup))
+		_, info.MemoryBytes = sumProcs(cgroupPIDs(info.cgroup))
 		info.MemorySource = "proc"
 	}
 	return info, err

@@ -41,6 +41,9 @@ func (m *Manager) Status(ctx context.Context, name string) (Status, error) {
 	m.sampleCPU(ctx, infos)
 	procs1, t1 := readProcs(), time.Now()
 	st := Status{Info: infos[0]}
+	if p, err := m.unitProps(ctx, st.Unit); err == nil {
+		st.Enabled = p.str("UnitFileState")
+	}
 	if info.Corral == nil {
 		return st, nil
 	}
