@@ -1,6 +1,7 @@
 package apps_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,22 @@ func TestBadInputChangesNothing(t *testing.T) {
 		t.Errorf("after the refused commands, taken is %s with %d online, want active, 1", in.State, in.Online)
 	}
 	testenv.Get(t, addr)
+
+	// Several names: each is reported, and one that fails fails the command.
+	out, ok := m.corral("", "/", "restart", "taken", "nope")
+	if ok || !strings.Contains(out, "taken: restarted") || !strings.Contains(out, `restart nope: no such app "nope"`) {
+		t.Errorf("corral restart taken nope: exit 0 = %v, want each reported and a failure:\n%s", ok, out)
+	}
+
+	// --force replaces the app: its new port serves, its old one is closed.
+	m.mustCorral(t, "", "/srv/taken", "start", "/usr/local/bin/hello", "-n", "taken", "-i", "2", "--port", port(other), "--force")
+	servingPIDs(t, other, 2)
+	if !refused(addr) {
+		t.Errorf("after corral start --force, the old port %s still accepts connections", addr)
+	}
+	if in := m.app(t, "", "taken"); in.Online != 2 || !slices.Contains(in.Listen, "[::]:"+port(other)) {
+		t.Errorf("after corral start --force: %+v, want 2 online on %s", in, port(other))
+	}
 }
 
 // An app that never comes online fails its start within its ready
