@@ -19,7 +19,10 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	powerOff()
+	if err := powerOff(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
 	os.Exit(code)
 }
 
@@ -183,7 +186,7 @@ func TestSystemApp(t *testing.T) {
 	}
 	pids = pidsOf(st)
 
-	good, err := os.ReadFile(filepath.Join(m.root, "etc/corral/api.toml"))
+	good, err := os.ReadFile(filepath.Join(m.Root, "etc/corral/api.toml"))
 	if err != nil {
 		t.Fatal(err)
 	}
