@@ -76,6 +76,11 @@ func newMachine(logf func(string, ...any)) (*machine, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
+	fail := func(err error) (*machine, error) {
+		m.PowerOff()
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	for _, args := range [][]string{
 		{"useradd", "--create-home", "--uid", "1000", user},
 		{"corral", "units"},
@@ -83,13 +88,11 @@ func newMachine(logf func(string, ...any)) (*machine, error) {
 		{"loginctl", "enable-linger", user},
 	} {
 		if out, err := m.run("", "/", args...); err != nil {
-			powerOff()
-			return nil, fmt.Errorf("set the machine up: %v\n%s", err, out)
+			return fail(fmt.Errorf("set the machine up: %v\n%s", err, out))
 		}
 	}
 	if err := m.waitUserManager(); err != nil {
-		powerOff()
-		return nil, err
+		return fail(err)
 	}
 	return m, nil
 }
