@@ -2,12 +2,9 @@ package apps
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"time"
-
-	"github.com/godbus/dbus/v5"
 )
 
 // props are a unit's D-Bus properties, as go-systemd returns them.
@@ -98,11 +95,4 @@ func (m *Manager) typeProps(ctx context.Context, unit, typ string) (props, error
 		return nil, fmt.Errorf("%s properties of %s: %w", typ, unit, err)
 	}
 	return p, nil
-}
-
-// isNoSuchUnit reports whether err is systemd's answer for a unit it does
-// not know.
-func isNoSuchUnit(err error) bool {
-	var e dbus.Error
-	return errors.As(err, &e) && (e.Name == "org.freedesktop.systemd1.NoSuchUnit" || e.Name == "org.freedesktop.systemd1.LoadFailed")
 }
