@@ -22,6 +22,19 @@
 // processes see a LISTEN_PID that is not theirs, which tells them, by the
 // sd_listen_fds protocol, that the descriptors are not meant for them.
 // corral's node/README.md has the details and the limits.
+//
+// It also drains the process' HTTP servers when corral stops the worker,
+// so that an app that knows nothing of keep-alive loses no request: from
+// the 'shutdown' message on Node's IPC channel, or SIGTERM or SIGINT,
+// whichever comes first, the servers on inherited sockets stop accepting
+// (the other workers, which share the sockets, take the new connections),
+// every response of every HTTP server carries "Connection: close", idle
+// keep-alive connections are closed only after a grace period, and each
+// busy one only once it is idle after a response. server.close() stops
+// accepting and calls back once the connections are gone, without closing
+// idle connections at once as Node's own does. An app that handles none
+// of these itself exits, by the signal, once its servers are drained.
+// CORRAL_NODE_DRAIN=off turns the drain off.
 'use strict';
 
 const fs = require('fs');
@@ -157,39 +170,290 @@ function match(t) {
 }
 
 // claimHandle records the descriptor of a listen({fd}) the app makes itself,
-// so that no later listen call takes it a second time.
+// so that no later listen call takes it a second time, and returns it.
 function claimHandle(args) {
   const o = args[0];
-  if (o === null || typeof o !== 'object') return;
+  if (o === null || typeof o !== 'object') return -1;
   const h = o._handle || o.handle || o;
-  if (typeof h.fd === 'number') claimed.add(h.fd);
+  if (typeof h.fd !== 'number') return -1;
+  claimed.add(h.fd);
+  return h.fd;
 }
 
 const nodeListen = net.Server.prototype.listen;
 
-if (inherited.length > 0) {
-  net.Server.prototype.listen = function listen(...args) {
-    const t = this.listening ? null : target(args);
-    const s = t && match(t);
-    if (!s) {
-      claimHandle(args);
-      return nodeListen.apply(this, args);
-    }
-    claimed.add(s.fd);
-    const rest = t.cb ? [t.backlog || kernelMaxBacklog, t.cb] : [t.backlog || kernelMaxBacklog];
-    try {
-      nodeListen.call(this, { fd: s.fd, signal: t.signal }, ...rest);
-    } catch (err) {
-      claimed.delete(s.fd);
-      throw err;
-    }
-    if (this.listening && this.address() === null) {
-      // A unix socket server's address() is the path it listens on, which
-      // Node records (in _pipeName) for listen(path) but not listen({fd}):
-      // the path the app asked for, or for a match by name the bound path.
-      locate();
-      this._pipeName = s.name !== '' && s.name === t.path ? s.path : t.path;
+
+// The drain. Node's http.Server.close() (and https') closes every idle
+// keep-alive connection at once (Node 19 and later), and the client of
+// such a connection may be sending its next request at that moment: it
+// gets a reset instead of an answer. Node does not answer with
+// "Connection: close" after close() either, so busy keep-alive clients
+// keep their connections until the process exits under them. The drain
+// instead tells each client, in the response to the last request it sent,
+// that the connection closes, and closes only connections that have been
+// idle for the whole grace period, or that become idle after it.
+
+// graceMs is how long idle keep-alive connections stay open after the
+// drain starts: a busy client sends its next request well within it and
+// gets "Connection: close" with the answer. It is httpworker's default.
+const graceMs = 1000;
+
+// Properties the drain sets on Node's objects.
+const kShared = Symbol('corral.shared');       // server: listens on an inherited socket
+const kWatched = Symbol('corral.watched');     // server: has the drain's listeners
+const kDraining = Symbol('corral.draining');   // server: its drain has started
+const kPastGrace = Symbol('corral.pastGrace'); // server: its grace period is over
+const kIdleCheck = Symbol('corral.idleCheck'); // server: closeIdleConnections is queued
+const kStopped = Symbol('corral.stopped');     // server: the drain stopped it accepting
+const kAppClosed = Symbol('corral.appClosed'); // server: the app has called close()
+const kClosed = Symbol('corral.closed');       // server: 'close' has been emitted
+const kLast = Symbol('corral.lastResponse');   // socket: response to its last request
+const kWanted = Symbol('corral.keptAlive');    // response: the client asked for keep-alive
+
+// servers are the HTTP servers that listen, or listened and still have
+// connections: each leaves the set at its 'close' event.
+const servers = new Set();
+
+// stopping is what started the process' drain, or '' before it starts.
+let stopping = '';
+
+// drainOn reports whether the drain is on: the preload is active and
+// CORRAL_NODE_DRAIN is not "off".
+let drainOn = false;
+
+// netClose is net.Server's close: stop accepting, call back when every
+// connection is gone, without http.Server's closing of idle connections.
+const netClose = net.Server.prototype.close;
+
+// watchServer has the drain follow server from its 'listening' event on,
+// if it is an HTTP server (http, https, Express's app.listen).
+function watchServer(server) {
+  if (!drainOn || server[kWatched] || typeof server.closeIdleConnections !== 'function') return;
+  server[kWatched] = true;
+  patchClose(server);
+  server.on('listening', () => {
+    servers.add(server);
+    server[kClosed] = server[kStopped] = server[kAppClosed] = false;
+    server[kDraining] = server[kPastGrace] = false;
+    if (stopping) drainServer(server, true);
+  });
+  server.on('close', () => {
+    servers.delete(server);
+    server[kClosed] = true;
+    clearChecks(server);
+  });
+}
+
+// patchClose makes drainingClose the close method of http.Server, or of
+// https.Server for a TLS server, once. (https.Server has a close of its
+// own; https is loaded only if the app uses it.)
+function patchClose(server) {
+  const http = require('http');
+  let p = http.Server.prototype;
+  if (!(server instanceof http.Server)) {
+    if (!(server instanceof require('tls').Server)) return;
+    p = require('https').Server.prototype;
+  }
+  if (p.close !== drainingClose) p.close = drainingClose;
+}
+
+// drainingClose is close() for HTTP servers while the preload runs: it
+// stops accepting at once, drains the server's connections, and calls cb
+// when they are all gone, as net.Server's close does. If the drain has
+// already stopped the server, the app's first close() still succeeds.
+function drainingClose(cb) {
+  if (this.listening) drainServer(this, false);
+  if (this[kStopped] && !this[kAppClosed]) {
+    this[kAppClosed] = true;
+    if (typeof cb === 'function') {
+      if (this[kClosed]) process.nextTick(cb);
+      else this.once('close', () => cb());
     }
     return this;
-  };
+  }
+  this[kAppClosed] = true;
+  netClose.apply(this, arguments);
+  return this;
+}
+
+// clearChecks stops the server's timer that enforces request timeouts,
+// which Node's close() stops and the drain leaves running until 'close'.
+function clearChecks(server) {
+  for (const sym of Object.getOwnPropertySymbols(server)) {
+    if (sym.description === 'http.server.connectionsCheckingInterval') clearInterval(server[sym]);
+  }
+}
+
+// drainServer starts the drain of one server: its responses carry
+// "Connection: close" from now on, and after graceMs its idle connections
+// are closed. With stop, a server on an inherited socket stops accepting.
+function drainServer(server, stop) {
+  if (stop && server[kShared] && server.listening) {
+    server[kStopped] = true;
+    netClose.call(server);
+  }
+  if (server[kDraining]) return;
+  server[kDraining] = true;
+  watchRequests();
+  markInFlight(server);
+  const grace = setTimeout(() => {
+    server[kPastGrace] = true;
+    server.closeIdleConnections();
+  }, graceMs);
+  grace.unref();
+  server.once('close', () => clearTimeout(grace));
+}
+
+// markInFlight makes the responses the server is preparing when its drain
+// starts close their connections, as later ones do, when they answer the
+// last request read on their connection and have not sent their headers.
+// Node lists a server's connections under a symbol of its own; where it
+// does not, these connections close once idle after the grace period.
+function markInFlight(server) {
+  const sym = Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections');
+  const list = sym && server[sym];
+  if (!list || typeof list.all !== 'function') return;
+  for (const { socket } of list.all()) {
+    const res = socket && socket._httpMessage;
+    if (res && res.shouldKeepAlive && !res.headersSent && socket.parser && res.req === socket.parser.incoming) {
+      res.shouldKeepAlive = false;
+      res[kWanted] = true;
+      socket[kLast] = res;
+    }
+  }
+}
+
+let watching = false;
+
+// watchRequests subscribes to Node's diagnostics channels for HTTP
+// servers, once: the drain needs them only from its start.
+function watchRequests() {
+  if (watching) return;
+  watching = true;
+  const dc = require('diagnostics_channel');
+  const subscribe = dc.subscribe || ((name, fn) => dc.channel(name).subscribe(fn));
+  subscribe('http.server.request.start', onRequest);
+  subscribe('http.server.response.finish', onResponseFinish);
+}
+
+// onRequest answers every request of a draining server with "Connection:
+// close", except that of pipelined requests only the last one read so far
+// closes the connection: the earlier ones keep it open for the later ones,
+// which Node would otherwise never answer.
+function onRequest({ response, socket, server }) {
+  if (!(server[kDraining] || stopping) || !response.shouldKeepAlive) return;
+  response.shouldKeepAlive = false;
+  response[kWanted] = true;
+  const prev = socket[kLast];
+  if (prev && prev[kWanted] && !prev.headersSent && !prev.writableEnded) prev.shouldKeepAlive = true;
+  socket[kLast] = response;
+}
+
+// onResponseFinish closes a connection that is idle after a response sent
+// once the grace period is over, as a keep-alive response begun before the
+// drain leaves it. Node makes the connection idle after this message, so
+// the check waits a tick.
+function onResponseFinish({ server }) {
+  if (!server[kPastGrace] || server[kIdleCheck]) return;
+  server[kIdleCheck] = true;
+  process.nextTick(() => {
+    server[kIdleCheck] = false;
+    server.closeIdleConnections();
+  });
+}
+
+// startDrain drains every server, once; why is what started it.
+function startDrain(why) {
+  if (stopping) return;
+  stopping = why;
+  for (const s of servers) drainServer(s, true);
+}
+
+// setupDrain starts the drain on the 'shutdown' message and on SIGTERM and
+// SIGINT. The listeners are the process' first, so the drain has begun
+// when the app's own listeners run. An app that has no listener for the
+// signal would have died of it: the preload stops its servers, waits for
+// their connections, then lets the signal kill it; a second signal kills
+// it at once.
+function setupDrain() {
+  if (process.channel) {
+    const onMessage = (m) => { if (m === 'shutdown') startDrain('shutdown'); };
+    process.on('message', onMessage);
+    // Node keeps the IPC channel referenced, and so the process alive,
+    // while 'message' listeners exist: it counts them through its own
+    // 'newListener' and 'removeListener' listeners. Tell it this one is
+    // gone so that only the app's own listeners count.
+    process.emit('removeListener', 'message', onMessage);
+  }
+  for (const sig of ['SIGTERM', 'SIGINT']) {
+    let dying = false;
+    const onSignal = () => {
+      const appHandles = process.listenerCount(sig) > 1;
+      startDrain(sig);
+      if (appHandles) return;
+      if (dying) return die(sig, onSignal);
+      dying = true;
+      dieWhenDrained(sig, onSignal);
+    };
+    process.on(sig, onSignal);
+  }
+}
+
+// dieWhenDrained stops every HTTP server, the app's own included, and
+// kills the process with sig once their connections are gone.
+function dieWhenDrained(sig, listener) {
+  let left = 0;
+  const closed = () => { if (--left === 0) die(sig, listener); };
+  for (const s of servers) {
+    drainServer(s, false);
+    if (s.listening) {
+      s[kStopped] = true;
+      netClose.call(s);
+    }
+    left++;
+    s.once('close', closed);
+  }
+  if (left === 0) die(sig, listener);
+}
+
+// die kills the process with sig, as Node would have without the preload.
+function die(sig, listener) {
+  process.removeListener(sig, listener);
+  process.kill(process.pid, sig);
+}
+
+// listen replaces net.Server's listen while the preload is active.
+function listen(...args) {
+  const t = this.listening ? null : target(args);
+  const s = t && match(t);
+  if (!s) {
+    const fd = claimHandle(args);
+    if (inherited.some((i) => i.fd === fd)) this[kShared] = true;
+    watchServer(this);
+    return nodeListen.apply(this, args);
+  }
+  claimed.add(s.fd);
+  const rest = t.cb ? [t.backlog || kernelMaxBacklog, t.cb] : [t.backlog || kernelMaxBacklog];
+  this[kShared] = true;
+  watchServer(this);
+  try {
+    nodeListen.call(this, { fd: s.fd, signal: t.signal }, ...rest);
+  } catch (err) {
+    claimed.delete(s.fd);
+    throw err;
+  }
+  if (this.listening && this.address() === null) {
+    // A unix socket server's address() is the path it listens on, which
+    // Node records (in _pipeName) for listen(path) but not listen({fd}):
+    // the path the app asked for, or for a match by name the bound path.
+    locate();
+    this._pipeName = s.name !== '' && s.name === t.path ? s.path : t.path;
+  }
+  return this;
+}
+
+if (inherited.length > 0) {
+  net.Server.prototype.listen = listen;
+  drainOn = process.env.CORRAL_NODE_DRAIN !== 'off';
+  if (drainOn) setupDrain();
 }

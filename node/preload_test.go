@@ -6,13 +6,9 @@ import (
 	"maps"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
-
-	"github.com/corraldev/corral/internal/testenv"
 )
 
 // TestListenUsesInheritedSocket runs apps that listen the way PM2 apps do
@@ -101,21 +97,7 @@ app.listen(port, () => {
 // TestExpressApp installs Express from the npm registry and runs an
 // unmodified Express app on the inherited socket.
 func TestExpressApp(t *testing.T) {
-	npm := testenv.Need(t, "npm", "npm")
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "package.json"), []byte(`{"private": true}`+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	npmCtx, cancel := context.WithTimeout(t.Context(), npmTimeout)
-	defer cancel()
-	install := exec.CommandContext(npmCtx, npm, "install", "--no-audit", "--no-fund",
-		"--no-package-lock", "--loglevel=error", "express@4")
-	install.Dir = dir
-	install.Env = cleanEnv()
-	if out, err := install.CombinedOutput(); err != nil {
-		t.Fatalf("npm install express@4: %v\n%s", err, out)
-	}
-
+	dir := installExpress(t)
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
 	sock := listenTCP(t)
