@@ -11,7 +11,8 @@ import (
 // BenchmarkListening measures one check of a worker. "holding" is a Go
 // worker with about 50 descriptors and 10 threads that has not started
 // serving: the pool's common case, and the most work, as every descriptor,
-// thread and child list is read. "serving" is found through epoll; the
+// thread and child list is read. "holding-connected" also holds a
+// connected socket, so the check asks sock_diag for accepted connections. "serving" is found through epoll; the
 // others are real runtimes, where installed.
 func BenchmarkListening(b *testing.B) {
 	for _, bb := range []struct {
@@ -21,6 +22,7 @@ func BenchmarkListening(b *testing.B) {
 		want bool
 	}{
 		{name: "holding", argv: self, env: []string{helperEnv + "=busy"}},
+		{name: "holding-connected", argv: self, env: []string{helperEnv + "=busy-connected"}},
 		{name: "serving", argv: self, env: []string{helperEnv + "=serve"}, want: true},
 		{name: "node-holding", argv: func(b *testing.B) []string {
 			return []string{testenv.Need(b, "node", "nodejs"), "-e", `console.log("holding"); process.stdin.resume()`}

@@ -16,7 +16,16 @@
 //     in poll, ppoll, select or pselect6 with such a descriptor in its read
 //     set, read from /proc/PID/mem while the thread is still in the same
 //     call. This finds blocking accept loops, Python's http.server (poll)
-//     and gunicorn's sync workers (select).
+//     and gunicorn's sync workers (select); or
+//   - it holds a connection it has accepted from the socket, while holding
+//     the socket: a connected socket whose local address is the
+//     listener's (its TCP port, and address unless the listener's is the
+//     wildcard, or its unix socket name). A server busy with requests is
+//     rarely seen waiting in accept or select (Puma under load, a thread
+//     pool), but it holds connections. The address is read with
+//     getsockname(2) on a copy of the descriptor that pidfd_getfd(2)
+//     makes, or, where that is refused, from the kernel's socket
+//     diagnostics (sock_diag(7)). See accepted.go.
 //
 // A socket's inode is the same in every process that holds it: the link
 // /proc/PID/fd/N of each reads "socket:[2609308]", so SocketsOf takes the
@@ -32,8 +41,8 @@
 // # Never early
 //
 // Each of these is a state the kernel enters only once the process has
-// asked to hear of connections; importing modules, loading code, or
-// holding the descriptor enters none of them. One kind of runtime asks
+// asked to hear of connections, or has taken one; importing modules,
+// loading code, or holding the descriptor enters none of them. One kind of runtime asks
 // earlier than it serves: Go's net package (and Rust's mio, under tokio)
 // registers a listener with epoll when net.FileListener creates it, and
 // Accept later waits without a trace in /proc. A Go worker that creates
@@ -60,11 +69,13 @@
 //
 // Threads are sampled: one busy serving a request is "running" in /proc,
 // and the next check sees it waiting again. An epoll registration needs no
-// waiting thread, so a busy event loop is found at once.
+// waiting thread, so a busy event loop is found at once, and so is a busy
+// server of any kind that holds a connection it accepted.
 //
-// Reading descriptors, threads and memory needs ptrace access, which corral
-// has to its own descendants unless one changes its user ID or is setuid;
-// that is an error.
+// Reading descriptors, threads and memory, and copying descriptors, needs
+// ptrace access, which corral has to its own descendants unless one
+// changes its user ID or is setuid; that is an error. The sock_diag
+// fallback sees the connections of corral's network namespace only.
 //
 // On amd64 all the system calls named above are recognized; arm64 has no
 // poll or select, and other architectures are inspected through accept4,
@@ -73,7 +84,11 @@
 // # Cost
 //
 // A check reads the link of every descriptor, the fdinfo of every epoll
-// descriptor, and the syscall and children files of every thread, without
-// allocating. It costs about a microsecond or three per descriptor and
-// thread, dominated by /proc path lookups: see BenchmarkListening.
+// descriptor, the local address of every other socket (four system calls
+// each, at most 256 per process, and only in a process that holds one of
+// the sockets), and the syscall and children files of every thread,
+// without allocating. It costs about a microsecond or three per descriptor
+// and thread, dominated by /proc path lookups: see BenchmarkListening.
+// Where pidfd_getfd is refused, a TCP listener costs a sock_diag dump,
+// about 2 ms, which walks the kernel's table of connections.
 package readiness

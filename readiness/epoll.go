@@ -8,10 +8,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// scanFDs lists the process' descriptors of the sockets in p.fds and its
-// epoll descriptors in p.epolls, reading each /proc/PID/fd link.
+// scanFDs lists the process' descriptors of the sockets in p.fds, of its
+// other sockets in p.conns and its epoll descriptors in p.epolls, reading
+// each /proc/PID/fd link.
 func (p *proc) scanFDs() error {
-	p.fds, p.epolls = p.fds[:0], p.epolls[:0]
+	p.fds, p.conns, p.epolls = p.fds[:0], p.conns[:0], p.epolls[:0]
 	dir, err := openat(p.dir, cpath(p.path, "fd"))
 	if err != nil {
 		return err
@@ -42,8 +43,11 @@ func (p *proc) classify(fd int, link []byte) {
 		return
 	}
 	ino, ok := bracketed(link, "socket:[")
-	if ok && p.set.has(ino) {
+	switch {
+	case ok && p.set.has(ino):
 		p.fds = append(p.fds, sockFD{fd: fd, ino: ino})
+	case ok:
+		p.conns = append(p.conns, sockFD{fd: fd, ino: ino})
 	}
 }
 

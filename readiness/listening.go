@@ -19,8 +19,11 @@ const maxProcs = 256
 // one of the sockets for input, or when one of its threads is blocked in
 // accept or accept4 on a descriptor of one of the sockets, or in poll,
 // ppoll, select or pselect6 with such a descriptor in its read set. A
-// process that merely holds the sockets, as every worker does from its
-// first instruction, is not listening.
+// process that holds a connection it accepted from one of the sockets (a
+// connected TCP socket whose local address is a listener's, or a connected
+// unix socket named as a listener is) has served, and counts too: a busy
+// server is rarely seen waiting. A process that merely holds the sockets,
+// as every worker does from its first instruction, is not listening.
 //
 // A process that has exited, or exits while it is inspected, is not
 // listening: Listening returns (false, "", nil). Errors report an unexpected
@@ -32,6 +35,8 @@ func Listening(pid int, s Sockets) (bool, string, error) {
 	}
 	sc := scratchPool.Get().(*scratch)
 	defer scratchPool.Put(sc)
+	sc.acceptedLoaded, sc.noPidfd, sc.diagFD = false, false, -1
+	defer sc.closeDiag()
 	sc.queue = append(sc.queue[:0], pid)
 	for i := 0; i < len(sc.queue) && i < maxProcs; i++ {
 		reason, err := sc.inspect(sc.queue[i], s)
@@ -51,7 +56,23 @@ type scratch struct {
 	data   []byte   // file contents and process memory
 	queue  []int    // processes to inspect: the worker, then descendants
 	fds    []sockFD // the sockets' descriptors in the process inspected
+	conns  []sockFD // its other sockets
 	epolls []int    // its epoll descriptors
+
+	msg            []byte   // a sock_diag request
+	diagFD         int      // the call's sock_diag socket, or -1
+	accepted       []uint64 // inodes of TCP connections accepted from the sockets, sorted
+	acceptedLoaded bool     // whether accepted is filled in for this call
+	noPidfd        bool     // pidfd_getfd was refused during this call
+	sa             unix.RawSockaddrAny
+}
+
+// closeDiag closes the call's sock_diag socket, if it opened one.
+func (sc *scratch) closeDiag() {
+	if sc.diagFD >= 0 {
+		unix.Close(sc.diagFD)
+		sc.diagFD = -1
+	}
 }
 
 // sockFD is a descriptor of one of the sockets in the process inspected.
@@ -66,6 +87,7 @@ var scratchPool = sync.Pool{New: func() any {
 		link:  make([]byte, 64),
 		dents: make([]byte, 8192),
 		data:  make([]byte, 8192),
+		msg:   make([]byte, 128),
 	}
 }}
 
@@ -95,6 +117,9 @@ func (sc *scratch) inspect(pid int, s Sockets) (string, error) {
 		if err != nil || reason != "" {
 			return reason, failed(pid, "read epoll fdinfo", err)
 		}
+	}
+	if reason, err := p.acceptedFrom(); err != nil || reason != "" {
+		return reason, failed(pid, "look for accepted connections", err)
 	}
 	reason, err := p.scanThreads()
 	return reason, failed(pid, "inspect threads", err)
