@@ -71,7 +71,21 @@ func main() {
 	flag.StringVar(&c.out, "out", "", "directory for the results (default docs/benchmarks, or a temporary directory with -smoke)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the scratch directory (logs of every process)")
 	from := flag.String("from", "", "measure nothing: rewrite the results page and chart in -out from this results.json")
+	servers := flag.Bool("servers", false, "measure the servers of docs/servers.md under corral (and PM2 with -compare pm2) and rewrite its table")
+	only := flag.String("only", "", "with -servers: run only the servers whose names contain one of these comma-separated words")
 	flag.Parse()
+	if *servers {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		sc := serversConfig{reloads: c.reloads, idleReloads: 3, newConn: 4, keepAlive: 4, pm2: c.compare == "pm2"}
+		if *only != "" {
+			sc.only = strings.Split(*only, ",")
+		}
+		if err := serversMain(ctx, sc, strings.Join(os.Args[1:], " "), c.keep); err != nil {
+			log.Fatalf("bench: %v", err)
+		}
+		return
+	}
 	if c.smoke {
 		c.rounds, c.reloads, c.duration, c.clients = 1, 2, 300*time.Millisecond, 4
 	}
@@ -191,6 +205,9 @@ type reloadResult struct {
 	// ModeRPS is req/s before and during the reloads, of the
 	// new-connection clients ([0]) and of the keep-alive ones ([1]).
 	ModeRPS [2][2]float64 `json:"mode_rps_before_during"`
+	// ModeFailed is the failed requests of the new-connection clients
+	// ([0]) and of the keep-alive ones ([1]).
+	ModeFailed [2]int64 `json:"mode_failed"`
 	// KeepAliveConns is how many connections the keep-alive clients
 	// opened over the whole scenario (one each when nothing closes them).
 	KeepAliveConns int64       `json:"keep_alive_connections"`
@@ -309,6 +326,7 @@ func reloads(ctx context.Context, c config, t target, addr string) (*reloadResul
 	rr.Load = merge(modes[0], modes[1])
 	rr.stats()
 	rr.KeepAliveConns = modes[1].Conns
+	rr.ModeFailed = [2]int64{modes[0].Failed, modes[1].Failed}
 	for i, m := range modes {
 		from, to := int(rr.ReloadStart*10), int(rr.ReloadEnd*10)
 		rr.ModeRPS[i] = [2]float64{windowRPS(m.BucketOK, 0, from), windowRPS(m.BucketOK, from, to)}
