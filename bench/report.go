@@ -54,6 +54,12 @@ var metrics = []struct {
 	{"reloads: failed requests", "lower", 0, func(r *runResult) (float64, bool) {
 		return rl(r, func(x *reloadResult) float64 { return float64(x.Load.Failed) })
 	}},
+	{"reloads: failed requests, new-connection clients", "lower", 0, func(r *runResult) (float64, bool) {
+		return rl(r, func(x *reloadResult) float64 { return float64(x.ModeFailed[0]) })
+	}},
+	{"reloads: failed requests, keep-alive clients", "lower", 0, func(r *runResult) (float64, bool) {
+		return rl(r, func(x *reloadResult) float64 { return float64(x.ModeFailed[1]) })
+	}},
 	{"reloads: req/s before", "higher", 0, func(r *runResult) (float64, bool) {
 		return rl(r, func(x *reloadResult) float64 { return x.BaselineRPS })
 	}},
@@ -210,11 +216,11 @@ func (rep *report) markdown() string {
 	}
 	p("\n![requests/s and failed requests/s during back-to-back reloads](reload.png)\n\n")
 	p("Requests served per second (thick) and failed per second (thin, same axis) during the reload scenario of the last round, over 500 ms windows: corral blue, PM2 orange, failures of each in red (PM2) and purple (corral). The strips under the time axis show when the reloads ran, in each target's colour. \n\n")
-	p("How the reload commands differ: `corral reload` returns when the new generation serves every slot, while the replaced workers may still be draining (this app drains for 1 s); `pm2 reload` returns after the old processes have exited. Back-to-back corral reloads therefore overlap the drains of earlier generations.\n\n")
+	p("How the reload commands differ: `corral reload` returns when the new generation serves every slot, while the replaced workers may still be draining (for up to about 1 s); `pm2 reload` returns after the old processes have exited. Back-to-back corral reloads therefore overlap the drains of earlier generations.\n\n")
 	p("How to read the figures:\n\n")
 	p("- New connection per request: PM2's cluster master accepts every connection and hands it to a worker; under corral (and bare) the workers accept from the shared socket themselves. With the load generator on the same 2 cores, corral, bare and corral-go come out close to one another: the client and the kernel's connection setup are the limit there, so corral/bare swings by about ±15%% from run to run.\n")
 	p("- Keep-alive: once a connection is open, PM2's master is no longer in its path, so the two are close.\n")
-	p("- Reloads: on `'shutdown'` (or SIGINT under PM2) the app stops accepting and answers its open connections with `Connection: close` for 1 s, so keep-alive clients reconnect to a new worker after a response. The row \"connections opened by the keep-alive clients\" shows how often they had to; each reconnection is a new-connection request. Under corral, back-to-back reloads overlap the old workers' drains, so more processes share the 2 cores during the reload scenario than under PM2.\n")
+	p("- Reloads: the app is written as PM2's docs teach: on `'shutdown'` (or SIGINT under PM2) it calls `server.close()` and exits in the callback. Under PM2, Node's `close()` cuts idle keep-alive connections under requests on their way; under corral, the preload's drain answers them with `Connection: close` and closes idle connections only after 1 s, so keep-alive clients reconnect to a new worker after a response. The row \"connections opened by the keep-alive clients\" shows how often they had to; each reconnection is a new-connection request. Under corral, back-to-back reloads overlap the old workers' drains, so more processes share the 2 cores during the reload scenario than under PM2.\n")
 	p("- Distribution with keep-alive depends on which worker accepted each of a few long-lived connections, so it varies a lot between rounds (see results.json).\n\n")
 	p("## Machine\n\n")
 	for _, k := range []string{"cpu", "nproc", "memory", "kernel", "os", "go", "node", "wrk"} {
