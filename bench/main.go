@@ -70,7 +70,7 @@ func main() {
 	flag.Float64Var(&c.moderate, "moderate", 300, "requests/s of the moderate load")
 	flag.StringVar(&c.out, "out", "", "directory for the results (default docs/benchmarks, or a temporary directory with -smoke)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the scratch directory (logs of every process)")
-	from := flag.String("from", "", "measure nothing: rewrite the results page and chart in -out from this results.json")
+	from := flag.String("from", "", "measure nothing: rewrite the results page and chart in -out from this results.json (with -servers: rewrite docs/servers.md's table from docs/servers.json; any value)")
 	servers := flag.Bool("servers", false, "measure the servers of docs/servers.md under corral (and PM2 with -compare pm2) and rewrite its table")
 	only := flag.String("only", "", "with -servers: run only the servers whose names contain one of these comma-separated words")
 	flag.Parse()
@@ -81,7 +81,7 @@ func main() {
 		if *only != "" {
 			sc.only = strings.Split(*only, ",")
 		}
-		if err := serversMain(ctx, sc, strings.Join(os.Args[1:], " "), c.keep); err != nil {
+		if err := serversMain(ctx, sc, strings.Join(os.Args[1:], " "), c.keep, *from != ""); err != nil {
 			log.Fatalf("bench: %v", err)
 		}
 		return

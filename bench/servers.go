@@ -51,6 +51,7 @@ type serverResult struct {
 	KeepAlive  int          `json:"keep_alive_clients"`
 	DurationS  float64      `json:"seconds"`
 	StartedUTC string       `json:"started"`
+	Command    string       `json:"command,omitempty"`
 }
 
 // reloadStats are the counts of one target over the reloads, per mode.
@@ -86,7 +87,7 @@ func serverCases() []serverCase {
 			prepare: writeFile("app.py", wsgiApp)},
 		{Name: "uvicorn 0.17", tools: []string{"/usr/bin/python3"},
 			Settings: "`--ready=listen`; `uvicorn --fd 3`",
-			Known:    "at SIGTERM uvicorn closes at once every connection that has no request in progress (`shutdown` in `protocols/http/h11_impl.py`): idle keep-alive connections, and new ones it has accepted whose request has not arrived yet, so their clients get a reset. The socket is shared and corral never sees those connections: only uvicorn can change this (by answering them with `Connection: close` for a grace, as the README's drain rule says)",
+			Known:    "At SIGTERM uvicorn closes at once every connection that has no request in progress (`shutdown` in `protocols/http/h11_impl.py`): idle keep-alive connections, and new ones it has accepted whose request has not arrived yet, so their clients get a reset. The socket is shared and corral never sees those connections: only uvicorn can change this (by answering them with `Connection: close` for a grace, as the README's drain rule says)",
 			flags:    []string{"--ready=listen"},
 			argv: func(e *env, dir string, _ int) []string {
 				return []string{"/usr/bin/python3", "-m", "uvicorn", "--fd", "3", "--lifespan", "off", "--no-access-log", "--app-dir", dir, "app:app"}
@@ -94,11 +95,24 @@ func serverCases() []serverCase {
 			prepare: writeFile("app.py", asgiApp)},
 		{Name: "Puma 5.6 (single mode)", tools: []string{"puma"},
 			Settings: "`--ready=listen`; `puma -b tcp://HOST:PORT` with the socket's address, so that Puma takes the inherited socket",
+			Known:    "At SIGTERM Puma closes the connections waiting in its reactor with no request bytes read (`Reactor#shutdown`, then `Client#timeout!`): a new connection it accepted an instant before, whose request is on its way, and a keep-alive connection whose answer it had just sent. Only Puma can change this; `queue_requests false` (the next row) takes the reactor out and loses nothing, at the cost of keep-alive",
 			flags:    []string{"--ready=listen"},
 			argv: func(e *env, dir string, port int) []string {
 				return []string{"puma", "--silent", "-b", fmt.Sprintf("tcp://127.0.0.1:%d", port), filepath.Join(dir, "config.ru")}
 			},
 			prepare: writeFile("config.ru", rackApp)},
+		{Name: "Puma 5.6, `queue_requests false`", tools: []string{"puma"},
+			Settings: "as above, with `queue_requests false` in a config file (`-C`): no reactor, and no keep-alive",
+			flags:    []string{"--ready=listen"},
+			argv: func(e *env, dir string, port int) []string {
+				return []string{"puma", "--silent", "-C", filepath.Join(dir, "puma.rb"), "-b", fmt.Sprintf("tcp://127.0.0.1:%d", port), filepath.Join(dir, "config.ru")}
+			},
+			prepare: func(ctx context.Context, e *env, dir string) error {
+				if err := writeFile("config.ru", rackApp)(ctx, e, dir); err != nil {
+					return err
+				}
+				return writeFile("puma.rb", "queue_requests false\n")(ctx, e, dir)
+			}},
 		{Name: "Go `net/http`, `Shutdown` at SIGTERM", tools: []string{"go"},
 			Settings: "sends `READY=1`; drains the common way (`-drain=shutdown` of [examples/nethttp](../examples/nethttp))",
 			Known:    "`http.Server.Shutdown` closes idle keep-alive connections at once and drops a request it reads after it began (golang/go#65802): follow the README's drain rule instead",
@@ -383,9 +397,11 @@ func (t *serverTarget) stop() error {
 	return nil
 }
 
-// writeServers writes results.json beside docs/servers.md and rewrites
-// the page's table.
+// writeServers writes docs/servers.json and rewrites the table of
+// docs/servers.md. Rows that did not run this time (-only) keep their
+// earlier results from docs/servers.json.
 func writeServers(root string, results []serverResult, command string) error {
+	results = mergeResults(filepath.Join(root, "docs/servers.json"), results)
 	b, err := json.MarshalIndent(results, "", "  ")
 	if err != nil {
 		return err
@@ -405,6 +421,28 @@ func writeServers(root string, results []serverResult, command string) error {
 	}
 	text := string(old[:i+len(begin)]) + serversTable(results, command) + string(old[j:])
 	return os.WriteFile(page, []byte(text), 0o644)
+}
+
+// mergeResults returns the results of every case, in the page's order:
+// those just measured, else those in the JSON file at path.
+func mergeResults(path string, fresh []serverResult) []serverResult {
+	var old []serverResult
+	if b, err := os.ReadFile(path); err == nil {
+		json.Unmarshal(b, &old)
+	}
+	var out []serverResult
+	for _, c := range serverCases() {
+		for _, set := range [][]serverResult{fresh, old} {
+			i := slices.IndexFunc(set, func(r serverResult) bool { return r.Case.Name == c.Name })
+			if i >= 0 {
+				r := set[i]
+				r.Case.Settings, r.Case.Known = c.Settings, c.Known
+				out = append(out, r)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // serversTable is the Markdown table of results.
@@ -427,12 +465,28 @@ func serversTable(results []serverResult, command string) string {
 	}
 	if len(results) > 0 {
 		r := results[0]
+		if r.Command != "" {
+			command = r.Command
+		}
 		fmt.Fprintf(&b, "\n%d reloads under load per server, 2 workers, %d new-connection and %d keep-alive clients at once; measured by `%s` on %s, %s.\n",
 			r.Reloads, r.NewConn, r.KeepAlive, command, r.StartedUTC[:10], describeCPU())
 	}
+	var others []string // commands of rows measured by another run
+	byCommand := map[string][]string{}
+	for _, r := range results {
+		if r.Command != "" && r.Command != command {
+			if byCommand[r.Command] == nil {
+				others = append(others, r.Command)
+			}
+			byCommand[r.Command] = append(byCommand[r.Command], r.Case.Name)
+		}
+	}
+	for _, c := range others {
+		fmt.Fprintf(&b, "\nThese rows come from `%s`, run later: %s.\n", c, strings.Join(byCommand[c], "; "))
+	}
 	for _, r := range results {
 		if r.Corral != nil && r.Corral.NewConn.Failed+r.Corral.KeepAlive.Failed > 0 {
-			fmt.Fprintf(&b, "\n%s failures: %s.", r.Case.Name, kinds(r.Corral))
+			fmt.Fprintf(&b, "\n%s, failures: %s.", r.Case.Name, kinds(r.Corral))
 			if r.Case.Known != "" {
 				fmt.Fprintf(&b, " %s.", r.Case.Known)
 			}
@@ -463,14 +517,18 @@ func describeCPU() string {
 	return fmt.Sprintf("%s CPUs, %s", m["nproc"], m["kernel"])
 }
 
-// serversMain is the servers mode's main.
-func serversMain(ctx context.Context, sc serversConfig, argv string, keep bool) error {
+// serversMain is the servers mode's main. With rewriteOnly it measures
+// nothing and rewrites the table from docs/servers.json.
+func serversMain(ctx context.Context, sc serversConfig, argv string, keep, rewriteOnly bool) error {
 	root, err := os.Getwd()
 	if err != nil {
 		return err
 	}
 	if _, err := os.Stat(filepath.Join(root, "docs/servers.md")); err != nil {
 		return errors.New("run it from corral's repository root: docs/servers.md not found")
+	}
+	if rewriteOnly {
+		return writeServers(root, nil, "")
 	}
 	scratch, err := os.MkdirTemp("", "corral-servers-")
 	if err != nil {
@@ -495,6 +553,9 @@ func serversMain(ctx context.Context, sc serversConfig, argv string, keep bool) 
 	results := runServers(ctx, sc, e)
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	for i := range results {
+		results[i].Command = "go run ./bench " + argv
 	}
 	return writeServers(root, results, "go run ./bench "+argv)
 }

@@ -66,8 +66,9 @@ func main() {
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	var serving sync.WaitGroup // the accept loops
 	for _, ln := range lns {
-		go srv.Serve(ln)
+		serving.Go(func() { srv.Serve(ln) })
 	}
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 	<-sigs
@@ -77,13 +78,32 @@ func main() {
 		return
 	}
 	// 1. Stop accepting: close this worker's copies of the sockets; the
-	// other workers keep accepting on them. (Close waits for an accept in
-	// progress, which blocks if another process made the socket blocking:
-	// do not wait for it. httpworker wakes it instead.)
+	// other workers keep accepting on them. Close waits for an accept in
+	// progress, which blocks in the kernel if another process has made the
+	// shared socket blocking; until the accept loops have returned, connect
+	// to the sockets to wake it (another worker may get such a connection:
+	// a client that hangs up at once). Only then is no connection accepted
+	// that Shutdown, below, would close unanswered.
 	draining.Store(true)
 	for _, ln := range lns {
 		go ln.Close()
 	}
+	stopped := make(chan struct{})
+	go func() { serving.Wait(); close(stopped) }()
+	wake := time.NewTicker(100 * time.Millisecond)
+	for done := false; !done; {
+		select {
+		case <-stopped:
+			done = true
+		case <-wake.C:
+			for _, ln := range lns {
+				if c, err := net.Dial(ln.Addr().Network(), ln.Addr().String()); err == nil {
+					c.Close()
+				}
+			}
+		}
+	}
+	wake.Stop()
 	// 2. For the grace, or until no connection is left, keep serving what
 	// is open, every answer with Connection: close.
 	done := make(chan struct{})
