@@ -9,7 +9,8 @@ import (
 )
 
 // TestServersReloadUnderLoad runs the Node, Express, gunicorn, uvicorn and
-// Puma rows of docs/servers.md under corral with a few reloads, and fails
+// Puma rows of docs/servers.md, and the README's drain-rule examples for Go
+// (examples/nethttp) and Python, under corral with a few reloads, and fails
 // on a request lost where the page says none is: every row but uvicorn and
 // Puma's default, whose rare failures only they can remove (their Known
 // field; the page gives the figures and the Puma setting that loses none).
@@ -31,14 +32,17 @@ func TestServersReloadUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, err := setup(t.Context(), config{compare: "none", workers: 2}, root, t.TempDir())
+	if err == nil {
+		err = buildNetHTTP(t.Context(), e)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	sc := serversConfig{reloads: 3, idleReloads: 1, newConn: 2, keepAlive: 2,
-		only: []string{"Node", "Express", "gunicorn", "uvicorn", "Puma"}}
+		only: []string{"Node", "Express", "gunicorn", "uvicorn", "Puma", "README's drain rule"}}
 	results := runServers(t.Context(), sc, e)
-	if len(results) != 6 {
-		t.Fatalf("ran %d servers, want 6", len(results))
+	if len(results) != 8 {
+		t.Fatalf("ran %d servers, want 8", len(results))
 	}
 	for _, r := range results {
 		c := r.Corral
