@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 // These tests stop node workers the way corral does: the message
@@ -199,21 +201,10 @@ func (w *worker) line(t *testing.T, want string) {
 func (w *worker) stoppedAccepting(t *testing.T) {
 	t.Helper()
 	fd := fmt.Sprintf("/proc/%d/fd/3", w.cmd.Process.Pid)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(testTimeout)
-	for {
-		if _, err := os.Lstat(fd); errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-w.exited:
-			t.Fatalf("node exited (%v) before it stopped accepting", w.err)
-		case <-deadline:
-			t.Fatalf("node still holds fd 3 %v after the stop", testTimeout)
-		}
-	}
+	testenv.WaitFor(t, testTimeout, "node to close fd 3", func() bool {
+		_, err := os.Lstat(fd)
+		return errors.Is(err, os.ErrNotExist)
+	})
 }
 
 // killedBy reports whether the worker, which has exited, died of sig.
