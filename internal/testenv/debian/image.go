@@ -49,11 +49,13 @@ import (
 const Suite = "bookworm"
 
 // Base are the packages every image holds: systemd as init, D-Bus for
-// systemctl, curl for a test that asks a service from inside.
-var Base = []string{"systemd", "systemd-sysv", "dbus", "curl"}
-
-// SSH are the packages a machine needs to be an Ansible target.
-var SSH = []string{"openssh-server", "python3"}
+// systemctl, curl for a test that asks a service from inside, pam_systemd
+// (logind starts no user manager for a lingering user without it), and
+// what an Ansible target needs (sshd, python3). Every booted test of the
+// repository shares this one image, so a CI machine with an empty cache
+// builds one: more packages in it cost a second of unpacking, a second
+// image minutes of mmdebstrap.
+var Base = []string{"systemd", "systemd-sysv", "dbus", "curl", "libpam-systemd", "openssh-server", "python3"}
 
 // CacheDir is where images are cached.
 const CacheDir = "/var/tmp"
@@ -91,10 +93,16 @@ func packages(extra []string) []string {
 	return slices.Compact(p)
 }
 
+// customize runs in the image once its packages are in: sshd stays off
+// unless a machine turns it on, since machines share the host's network and
+// would all bind port 22 (an Ansible target's Setup gives it a port of its
+// own and enables it).
+const customize = `chroot "$1" systemctl disable ssh.service`
+
 // cachePath returns the image's file in dir: its name holds a hash of
 // everything that makes the image what it is.
 func cachePath(dir string, pkgs []string) string {
-	sum := sha256.Sum256([]byte(strings.Join([]string{Suite, runtime.GOARCH, "minbase", strings.Join(pkgs, ",")}, "\n")))
+	sum := sha256.Sum256([]byte(strings.Join([]string{Suite, runtime.GOARCH, "minbase", customize, strings.Join(pkgs, ",")}, "\n")))
 	return filepath.Join(dir, "corral-"+Suite+"-"+hex.EncodeToString(sum[:6])+".tar")
 }
 
@@ -115,7 +123,8 @@ func build(ctx context.Context, extra []string, logf func(string, ...any)) (*Ima
 	pkgs := packages(extra)
 	im := &Image{Path: cachePath(CacheDir, pkgs), Packages: pkgs}
 	err := cached(ctx, im.Path, logf, func(ctx context.Context, out string) error {
-		cmd := exec.CommandContext(ctx, "mmdebstrap", "--variant=minbase", "--include="+strings.Join(pkgs, ","), Suite, out)
+		cmd := exec.CommandContext(ctx, "mmdebstrap", "--variant=minbase", "--include="+strings.Join(pkgs, ","),
+			"--customize-hook="+customize, Suite, out)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("mmdebstrap: %w\n%s", err, b)
 		}

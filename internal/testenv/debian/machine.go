@@ -371,7 +371,7 @@ func tail(path string, n int) string {
 // calls Get boots it with Options, the others get the same machine, and
 // Close, from TestMain after m.Run, powers it off:
 //
-//	var machine = debian.Shared{Options: debian.Options{Packages: debian.SSH}}
+//	var machine = debian.Shared{Options: debian.Options{Name: "web"}}
 //
 //	func TestMain(m *testing.M) {
 //		code := m.Run()
