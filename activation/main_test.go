@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,6 +39,14 @@ var helpers = map[string]func(w io.Writer) error{
 	"fds":       helperFds,
 	"hold":      helperHold,
 	"pdeathsig": helperDeathSignal,
+}
+
+// init keeps a helper's main goroutine on its main thread: the one that
+// holds the parent-death signal, which Linux keeps per thread.
+func init() {
+	if os.Getenv(helperEnv) != "" {
+		runtime.LockOSThread()
+	}
 }
 
 func TestMain(m *testing.M) {
@@ -382,7 +391,8 @@ func helperHold(w io.Writer) error {
 	return nil
 }
 
-// helperDeathSignal reports "pdeathsig N", its parent-death signal.
+// helperDeathSignal reports "pdeathsig N", its parent-death signal, as its
+// main thread has it (see init).
 func helperDeathSignal(w io.Writer) error {
 	var sig int
 	if err := unix.Prctl(unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&sig)), 0, 0, 0); err != nil {

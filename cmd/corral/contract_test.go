@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,6 +39,15 @@ type contractFd struct {
 	Type      int    `json:"type,omitempty"` // SO_TYPE of a socket
 	Listening bool   `json:"listening,omitempty"`
 	Nonblock  bool   `json:"nonblock"`
+}
+
+// init keeps the contract worker's main goroutine on its main thread, so
+// that it reads the parent-death signal where the launch set it: Linux keeps
+// it per thread, and only the main thread's is set.
+func init() {
+	if os.Getenv("CORRAL_TEST_WORKER") == "contract" {
+		runtime.LockOSThread()
+	}
 }
 
 // contractWorker writes a contractReport to $CORRAL_TEST_OUT/contract-PID,
