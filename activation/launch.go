@@ -26,7 +26,13 @@ import (
 //     and each Extra's variables;
 //   - a process group of its own, and SIGKILL when corral dies
 //     (PR_SET_PDEATHSIG, set from a thread that lives as long as the
-//     Launcher).
+//     Launcher);
+//   - with Cgroup, a cgroup of its own, which the trampoline moves it into
+//     before it runs the app, so that the app and its children are there;
+//   - with Journal, stdout and stderr connected to journald as a stream of
+//     its own, by the worker's own process before it runs the app, so that
+//     journald records the worker's PID and cgroup, and JOURNAL_STREAM
+//     naming that stream (see MaybeRunTrampoline).
 type Worker struct {
 	Path string   // the command, absolute (see LookCommand)
 	Args []string // its arguments, without the command
@@ -43,6 +49,18 @@ type Worker struct {
 
 	// Stdout and Stderr are the worker's fds 1 and 2; nil means corral's.
 	Stdout, Stderr *os.File
+
+	// Cgroup is the directory of a cgroup v2 that the worker moves into
+	// before it runs the app; "" means corral's. (Not clone3's
+	// CLONE_INTO_CGROUP: systemd's RestrictNamespaces= makes clone3 fail
+	// with ENOSYS, and the shipped unit sets it.)
+	Cgroup string
+
+	// Journal, when set, is the identifier (SYSLOG_IDENTIFIER) of a journal
+	// stream that becomes the worker's stdout and stderr, with <N>
+	// priority prefixes read per line. Where the journal cannot be reached,
+	// the worker keeps Stdout and Stderr.
+	Journal string
 }
 
 // ExtraFile is a descriptor a worker gets after the sockets, for a runtime
@@ -122,8 +140,15 @@ func listenEnv(socks []Socket) []string {
 // argv[0] is the app's path, so that ps shows the app during the trampoline's
 // few milliseconds too.
 func (w *Worker) argv() []string {
-	argv := make([]string, 0, 5+len(w.Args))
-	argv = append(argv, w.Path, TrampolineArg, "fds="+strconv.Itoa(len(w.Sockets)+len(w.Extra)), "--", w.Path)
+	argv := make([]string, 0, 7+len(w.Args))
+	argv = append(argv, w.Path, TrampolineArg, "fds="+strconv.Itoa(len(w.Sockets)+len(w.Extra)))
+	if w.Cgroup != "" {
+		argv = append(argv, "cgroup="+w.Cgroup)
+	}
+	if w.Journal != "" {
+		argv = append(argv, "journal="+w.Journal)
+	}
+	argv = append(argv, "--", w.Path)
 	return append(argv, w.Args...)
 }
 

@@ -38,10 +38,15 @@ func init() {
 //
 // Its command line, which only Launcher writes, is
 //
-//	APP __corral-exec-worker fds=N -- APP [ARG...]
+//	APP __corral-exec-worker fds=N [cgroup=DIR] [journal=IDENTIFIER] -- APP [ARG...]
 //
 // where N is the number of descriptors from 3 up that the worker gets (the
-// sockets, then the extra files). The binary is /proc/self/exe rather than
+// sockets, then the extra files). With cgroup=, it first moves itself into
+// the cgroup at DIR, and exits 127 if it cannot. With journal=, it connects to
+// journald's stream socket, as systemd does for a unit's output, makes
+// that stream its stdout and stderr and sets JOURNAL_STREAM to it: journald
+// reads the peer's credentials when it accepts, so the lines carry the
+// worker's own PID and cgroup, and the identifier the option gives. The binary is /proc/self/exe rather than
 // os.Executable: after a package upgrade replaces the corral binary, its
 // old path names the new file, while /proc/self/exe in the forked child
 // still names the running binary's inode.
@@ -57,8 +62,19 @@ func MaybeRunTrampoline() {
 		fmt.Fprintf(os.Stderr, "corral: %s: %v\n", TrampolineArg, err)
 		os.Exit(trampolineExitCode)
 	}
+	if opts.cgroup != "" {
+		if err := joinCgroup(opts.cgroup); err != nil {
+			fmt.Fprintf(os.Stderr, "corral: worker %d: %v\n", os.Getpid(), err)
+			os.Exit(trampolineExitCode)
+		}
+	}
 	if os.Getenv("LISTEN_FDS") != "" {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
+	}
+	if opts.journal != "" {
+		if err := connectJournal(journalSocket, opts.journal); err != nil {
+			fmt.Fprintf(os.Stderr, "corral: worker %d: %v; its output goes to corral's\n", os.Getpid(), err)
+		}
 	}
 	closeOnExecFrom(3 + opts.fds)
 	err = unix.Exec(argv[0], argv, os.Environ())
@@ -68,7 +84,9 @@ func MaybeRunTrampoline() {
 
 // trampolineOpts are the trampoline's options, before its "--".
 type trampolineOpts struct {
-	fds int // descriptors from 3 up that the worker keeps
+	fds     int    // descriptors from 3 up that the worker keeps
+	cgroup  string // directory of the cgroup to move into; "" for none
+	journal string // identifier of a journal stream for stdout and stderr; "" for none
 }
 
 // parseTrampoline splits the trampoline's arguments into its options and
@@ -90,11 +108,21 @@ func parseTrampoline(args []string) (trampolineOpts, []string, error) {
 				return o, nil, fmt.Errorf("option %q: want fds=N, N >= 0", a)
 			}
 			o.fds = n
+		case "cgroup":
+			if !strings.HasPrefix(v, "/") {
+				return o, nil, fmt.Errorf("option %q: want cgroup=/ABSOLUTE/PATH", a)
+			}
+			o.cgroup = v
+		case "journal":
+			if v == "" {
+				return o, nil, fmt.Errorf("option %q: want journal=IDENTIFIER", a)
+			}
+			o.journal = v
 		default:
 			return o, nil, fmt.Errorf("unknown option %q", a)
 		}
 	}
-	return o, nil, fmt.Errorf("want [fds=N] -- PATH [ARG...], got %q", args)
+	return o, nil, fmt.Errorf("want [fds=N] [cgroup=DIR] [journal=IDENTIFIER] -- PATH [ARG...], got %q", args)
 }
 
 // closeOnExecFrom marks every descriptor from fd up close-on-exec, so that
@@ -116,4 +144,20 @@ func closeOnExecFrom(fd int) {
 			unix.CloseOnExec(n)
 		}
 	}
+}
+
+// joinCgroup moves this process, every thread of it, into the cgroup v2 at
+// dir, as `echo 0 > dir/cgroup.procs` does.
+func joinCgroup(dir string) error {
+	f, err := os.OpenFile(dir+"/cgroup.procs", os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.WriteString("0\n")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("move into cgroup %s: %w", dir, err)
+	}
+	return nil
 }

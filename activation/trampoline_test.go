@@ -13,18 +13,24 @@ func TestParseTrampoline(t *testing.T) {
 	tests := []struct {
 		args    []string
 		fds     int
+		cgroup  string
+		journal string
 		argv    []string
 		wantErr string
 	}{
 		{args: []string{"fds=2", "--", "/srv/app", "-p", "8080"}, fds: 2, argv: []string{"/srv/app", "-p", "8080"}},
 		{args: []string{"--", "/srv/app", "--", "x"}, argv: []string{"/srv/app", "--", "x"}},
 		{args: []string{"fds=0", "--", "/a"}, argv: []string{"/a"}},
+		{args: []string{"fds=1", "journal=api/0", "--", "/a"}, fds: 1, journal: "api/0", argv: []string{"/a"}},
+		{args: []string{"journal=", "--", "/a"}, wantErr: `option "journal=": want journal=IDENTIFIER`},
+		{args: []string{"cgroup=/sys/fs/cgroup/x", "--", "/a"}, cgroup: "/sys/fs/cgroup/x", argv: []string{"/a"}},
+		{args: []string{"cgroup=x", "--", "/a"}, wantErr: `option "cgroup=x": want cgroup=/ABSOLUTE/PATH`},
 		{args: []string{"fds=-1", "--", "/a"}, wantErr: `option "fds=-1": want fds=N`},
 		{args: []string{"fds=x", "--", "/a"}, wantErr: `option "fds=x"`},
 		{args: []string{"color=red", "--", "/a"}, wantErr: `unknown option "color=red"`},
-		{args: []string{"fds=1", "--"}, wantErr: "want [fds=N] -- PATH"},
+		{args: []string{"fds=1", "--"}, wantErr: "want [fds=N] [cgroup=DIR] [journal=IDENTIFIER] -- PATH"},
 		{args: []string{"fds=1", "/a"}, wantErr: `unknown option "/a"`},
-		{args: nil, wantErr: "want [fds=N] -- PATH"},
+		{args: nil, wantErr: "want [fds=N] [cgroup=DIR] [journal=IDENTIFIER] -- PATH"},
 	}
 	for _, tt := range tests {
 		o, argv, err := parseTrampoline(tt.args)
@@ -34,8 +40,8 @@ func TestParseTrampoline(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || o.fds != tt.fds || !slices.Equal(argv, tt.argv) {
-			t.Errorf("parseTrampoline(%q) = %d, %q, %v; want %d, %q", tt.args, o.fds, argv, err, tt.fds, tt.argv)
+		if err != nil || o.fds != tt.fds || o.cgroup != tt.cgroup || o.journal != tt.journal || !slices.Equal(argv, tt.argv) {
+			t.Errorf("parseTrampoline(%q) = %+v, %q, %v; want %d, %q, %q, %q", tt.args, o, argv, err, tt.fds, tt.cgroup, tt.journal, tt.argv)
 		}
 	}
 }
@@ -105,7 +111,7 @@ func TestTrampolineMalformed(t *testing.T) {
 	cmd := exec.Command(testBinary(t), TrampolineArg)
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 127 || !strings.Contains(string(out), "want [fds=N] -- PATH") {
+	if !errors.As(err, &exit) || exit.ExitCode() != 127 || !strings.Contains(string(out), "want [fds=N] [cgroup=DIR] [journal=IDENTIFIER] -- PATH") {
 		t.Fatalf("malformed trampoline call: %v, %q; want status 127 and usage", err, out)
 	}
 }
