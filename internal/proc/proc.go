@@ -32,7 +32,9 @@ type Stat struct {
 	// UTime and STime are the CPU time spent in user and kernel mode, in
 	// clock ticks (USER_HZ, 100 a second on Linux).
 	UTime, STime uint64
-	StartTime    uint64 // clock ticks after boot when the process started
+	// CUTime and CSTime are those of the children it has waited for.
+	CUTime, CSTime uint64
+	StartTime      uint64 // clock ticks after boot when the process started
 }
 
 // ticksPerSecond is USER_HZ, which the kernel fixes at 100 for userspace.
@@ -44,6 +46,11 @@ func (s Stat) Zombie() bool { return s.State == 'Z' || s.State == 'X' }
 // CPU returns the CPU time the process has used, user and kernel.
 func (s Stat) CPU() time.Duration {
 	return time.Duration(s.UTime+s.STime) * (time.Second / ticksPerSecond)
+}
+
+// ReapedCPU returns the CPU time of the children it has waited for.
+func (s Stat) ReapedCPU() time.Duration {
+	return time.Duration(s.CUTime+s.CSTime) * (time.Second / ticksPerSecond)
 }
 
 // statFields is how many fields after the command name ParseStat reads:
@@ -93,6 +100,10 @@ func ParseStat(b []byte) (Stat, error) {
 			s.UTime = uint64(v)
 		case 15:
 			s.STime = uint64(v)
+		case 16:
+			s.CUTime = uint64(v)
+		case 17:
+			s.CSTime = uint64(v)
 		case 22:
 			s.StartTime = uint64(v)
 		}

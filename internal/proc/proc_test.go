@@ -19,7 +19,7 @@ func line(comm string) string {
 }
 
 func TestParseStat(t *testing.T) {
-	want := Stat{PID: 4242, State: 'S', PPID: 4100, PGRP: 4242, UTime: 2, STime: 3, StartTime: 123456}
+	want := Stat{PID: 4242, State: 'S', PPID: 4100, PGRP: 4242, UTime: 2, STime: 3, CUTime: 4, CSTime: 5, StartTime: 123456}
 	tests := []struct {
 		name, in string
 		want     Stat
