@@ -31,6 +31,12 @@ func TestConfigTextRoundTrips(t *testing.T) {
 	if err := cfg.StopSignal.Set("SIGQUIT"); err != nil {
 		t.Fatal(err)
 	}
+	if err := cfg.MaxMemory.Set("300M"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.MemoryLimit.Set("536870912"); err != nil {
+		t.Fatal(err)
+	}
 	cfg.WorkingDirectory = "/srv/app"
 	cfg.Environment = map[string]string{"PORT": "3000", "NODE_ENV": "production", "WEIRD": "a \"b\" \\ c\n<&>"}
 	cfg.Listen = []string{"127.0.0.1:1"}

@@ -38,6 +38,9 @@ type Config struct {
 	MaxSurge      int      `toml:"max_surge" flag:"max-surge" help:"extra workers a reload may start at once (more is faster and uses more memory)"`
 	ReloadFailure string   `toml:"reload_failure" flag:"reload-failure" help:"when a new worker fails during a reload: keep-old (abort; the old workers keep serving) or proceed (replace anyway, as PM2 does)"`
 
+	MaxMemory   Size `toml:"max_memory" flag:"max-memory" help:"recycle a worker whose memory (its processes together) goes above this, such as 300M: a replacement starts in its slot and comes online first, then the old one drains (PM2's max_memory_restart); unset: never"`
+	MemoryLimit Size `toml:"memory_limit" flag:"memory-limit" help:"hard memory limit of each worker (its cgroup's memory.max), such as 512M: the kernel's OOM killer stops a worker that goes above it, and corral restarts it; needs the memory controller delegated to corral (cgroup v2 under the shipped unit)"`
+
 	// Environment given with --env is added to the file's, not put in
 	// its place.
 	Environment      map[string]string `toml:"environment" flag:"env" short:"e" help:"set an environment variable for the workers: KEY=VALUE (repeatable)"`
@@ -116,6 +119,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("reload failure %q: want keep-old (abort, old workers keep serving) or proceed (PM2's behaviour)", c.ReloadFailure)
 	case c.StopSignal == 0:
 		return errors.New("stop signal: none set; want a signal such as SIGTERM")
+	case c.MaxMemory.Bytes() > 0 && c.MemoryLimit.Bytes() > 0 && c.MaxMemory.Bytes() >= c.MemoryLimit.Bytes():
+		return fmt.Errorf("max_memory %s is not below memory_limit %s: a worker would be killed by the OOM killer before it is recycled; lower max_memory (300M for a 512M limit, say) or raise memory_limit", &c.MaxMemory, &c.MemoryLimit)
 	}
 	for i, arg := range c.Command {
 		if strings.IndexByte(arg, 0) >= 0 {

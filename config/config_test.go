@@ -153,3 +153,35 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"300M": 300 << 20, "300m": 300 << 20, "300MiB": 300 << 20, "300 MB": 300 << 20,
+		"1.5G": 3 << 29, "64k": 64 << 10, "2T": 2 << 40, "536870912": 536870912, "0": 0, "512B": 512,
+	} {
+		var z Size
+		if err := z.Set(in); err != nil || z.Bytes() != want {
+			t.Errorf("Size.Set(%q) = %d, %v; want %d", in, z.Bytes(), err, want)
+		}
+	}
+	for _, bad := range []string{"", "M", "-1M", "300X", "1.2.3G", "lots", "9999999T"} {
+		var z Size
+		if err := z.Set(bad); err == nil || !strings.Contains(err.Error(), "want an amount of memory") {
+			t.Errorf("Size.Set(%q) = %d, %v; want an error", bad, z.Bytes(), err)
+		}
+	}
+}
+
+func TestValidateMemory(t *testing.T) {
+	c := Default()
+	c.Command = []string{"app"}
+	c.MaxMemory.Set("600M")
+	c.MemoryLimit.Set("512M")
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_memory 600M is not below memory_limit 512M") {
+		t.Errorf("Validate with max_memory above memory_limit = %v", err)
+	}
+	c.MaxMemory.Set("300M")
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate with max_memory 300M, memory_limit 512M = %v", err)
+	}
+}

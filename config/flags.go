@@ -64,6 +64,13 @@ func Overlay(dst *Config, src *Config, fs *pflag.FlagSet) {
 // Describe returns the settings as one line, for the log at start and
 // after a reload.
 func (c *Config) Describe(instances int) string {
-	return fmt.Sprintf("command %q, %d instances, ready=%s, ready timeout %v, stop %v then SIGKILL after %v, max surge %d, reload failure %s",
+	s := fmt.Sprintf("command %q, %d instances, ready=%s, ready timeout %v, stop %v then SIGKILL after %v, max surge %d, reload failure %s",
 		strings.Join(c.Command, " "), instances, c.ReadyMode(), &c.ReadyTimeout, &c.StopSignal, &c.StopTimeout, c.MaxSurge, c.ReloadFailure)
+	if c.MaxMemory.Bytes() > 0 {
+		s += fmt.Sprintf(", max memory %v", &c.MaxMemory)
+	}
+	if c.MemoryLimit.Bytes() > 0 {
+		s += fmt.Sprintf(", memory limit %v", &c.MemoryLimit)
+	}
+	return s
 }

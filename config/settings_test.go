@@ -27,6 +27,8 @@ func TestFlagAndKeyAgree(t *testing.T) {
 		"stop_signal":       {[]string{"QUIT"}, `"SIGQUIT"`},
 		"max_surge":         {[]string{"2"}, `2`},
 		"reload_failure":    {[]string{"proceed"}, `"proceed"`},
+		"max_memory":        {[]string{"300M"}, `"300M"`},
+		"memory_limit":      {[]string{"536870912"}, `536870912`},
 		"environment":       {[]string{"A=1", "B=2"}, `{ A = "1", B = "2" }`},
 		"working_directory": {[]string{"/srv/api"}, `"/srv/api"`},
 	}

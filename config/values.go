@@ -118,3 +118,69 @@ func (sg *Signal) Type() string { return "signal" }
 
 // UnmarshalText lets TOML files write signals as strings.
 func (sg *Signal) UnmarshalText(b []byte) error { return sg.Set(string(b)) }
+
+// Size is an amount of memory in bytes, written as systemd's MemoryMax=
+// and PM2's max_memory_restart write it: a number of bytes, or a number
+// with K, M, G or T (powers of 1024; "300M", "1.5G", "512MiB" and "64kb"
+// too). The zero value is unset.
+type Size struct {
+	raw   string
+	bytes int64
+}
+
+// sizeUnits are the suffixes Size takes, upper-cased, without "B" or "IB".
+var sizeUnits = map[string]int64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+// Set parses s; it implements pflag.Value. "0" unsets the size.
+func (z *Size) Set(s string) error {
+	raw := strings.TrimSpace(s)
+	i := strings.IndexFunc(raw, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	if i < 0 {
+		i = len(raw)
+	}
+	unit := strings.ToUpper(strings.TrimSpace(raw[i:]))
+	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
+	mult, ok := sizeUnits[unit]
+	n, err := strconv.ParseFloat(raw[:i], 64)
+	if !ok || err != nil || n < 0 || n*float64(mult) >= 1<<62 {
+		return fmt.Errorf("%q: want an amount of memory such as 300M, 1.5G or 536870912 (bytes); K, M, G and T are powers of 1024", s)
+	}
+	*z = Size{raw: raw, bytes: int64(n * float64(mult))}
+	if z.bytes == 0 {
+		*z = Size{}
+	}
+	return nil
+}
+
+// Bytes returns the size in bytes; 0 when unset.
+func (z Size) Bytes() int64 { return z.bytes }
+
+func (z *Size) String() string { return z.raw }
+
+// Type implements pflag.Value.
+func (z *Size) Type() string { return "size" }
+
+// UnmarshalTOML accepts max_memory = "300M" and max_memory = 314572800.
+func (z *Size) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case int64:
+		return z.Set(strconv.FormatInt(v, 10))
+	case string:
+		return z.Set(v)
+	}
+	return fmt.Errorf("%v: want an amount of memory such as \"300M\", or a number of bytes", v)
+}
+
+// FormatBytes writes an amount of memory for a person, in powers of 1024
+// as Size reads them: "312.4 MiB".
+func FormatBytes(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
+}

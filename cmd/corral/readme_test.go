@@ -59,7 +59,7 @@ func TestReadmeRunTableCatchesDrift(t *testing.T) {
 		want  string
 	}{
 		{name: "setting added without a row",
-			added: config.Setting{Key: "max_memory", Flag: "max-memory"}, want: "max_memory has no row"},
+			added: config.Setting{Key: "max_requests", Flag: "max-requests"}, want: "max_requests has no row"},
 		{name: "flag added without a row", added: config.Setting{Flag: "dry-run"}, want: "--dry-run has no row"},
 		{name: "setting's row removed", edit: dropRow("| `--max-surge`"), want: "max_surge has no row"},
 		{name: "flag-only row removed", edit: dropRow("| `--control`"), want: "--control has no row"},
