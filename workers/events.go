@@ -2,7 +2,6 @@ package workers
 
 import (
 	"fmt"
-	"syscall"
 	"time"
 
 	"github.com/corraldev/corral/notify"
@@ -15,6 +14,8 @@ func (p *Pool) exited(w *worker, how string) {
 	if w.ipc != nil {
 		w.ipc.Close() // ends readIPC
 	}
+	how = p.oomText(w, how)
+	defer p.endGroup(w) // after the exit is logged
 	if w.state == stopping {
 		p.opts.Logf("%s: %s after stop (%s)", w, how, w.why)
 		if s := p.slots[w.slot]; w.failure != "" && s != nil && s.cur == w {
@@ -58,6 +59,9 @@ func (p *Pool) failed(s *slot, why string, onlineAt time.Time) {
 	}
 	if p.roll != nil && p.roll.inflight[s.index] != nil {
 		return // the reload's candidate takes the slot
+	}
+	if p.rec != nil && p.rec.cand.slot == s.index {
+		return // the recycle's candidate takes the slot
 	}
 	if !onlineAt.IsZero() && time.Since(onlineAt) >= p.opts.Backoff.Reset {
 		s.delay = p.opts.Backoff.Initial
@@ -107,15 +111,21 @@ func (p *Pool) timer(ev timerEvent) {
 		if p.workers[w.pid] != w {
 			return
 		}
-		p.opts.Warnf("%s: still running %v after %s; sending SIGKILL", w, w.spec.StopTimeout, sigName(w.spec.StopSignal))
-		if err := w.signal(syscall.SIGKILL); err != nil {
-			p.opts.Warnf("%s: send SIGKILL: %v", w, err)
+		how := "sending SIGKILL"
+		if w.group != nil {
+			how = "killing its cgroup"
+		}
+		p.opts.Warnf("%s: still running %v after %s; %s", w, w.spec.StopTimeout, sigName(w.spec.StopSignal), how)
+		if err := w.kill(); err != nil {
+			p.opts.Warnf("%s: kill: %v", w, err)
 		}
 	case signalNow:
 		if w := ev.w; p.workers[w.pid] == w {
 			p.opts.Logf("%s: still running %v after 'shutdown'; sending %s", w, shutdownGrace(w.spec), sigName(w.spec.StopSignal))
 			p.sendStop(w)
 		}
+	case recycleNow:
+		// maybeRecycle, after every event, starts it.
 	case restartSlot:
 		s := ev.slot
 		if p.stopping || s.cur != nil || p.slots[s.index] != s {
@@ -172,6 +182,10 @@ func (p *Pool) online(w *worker) {
 	w.stopTimers()
 	p.everOnline = true
 	p.opts.Logf("%s: online after %v", w, w.onlineAt.Sub(w.started).Round(time.Microsecond))
+	if w.candidate && p.recycling(w) {
+		p.recycleOnline(w)
+		return
+	}
 	if w.candidate {
 		p.promote(w)
 		return

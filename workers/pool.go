@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/corraldev/corral/activation"
+	"github.com/corraldev/corral/cgroup"
 	"github.com/corraldev/corral/node"
 	"github.com/corraldev/corral/notify"
 	"github.com/corraldev/corral/readiness"
@@ -29,13 +30,31 @@ type Options struct {
 	Notify  *notify.Socket      // corral's socket that workers notify; the pool reads it
 	Up      *notify.Upstream    // the service manager; nil for none
 
+	// App is the app's name, in the workers' cgroup names and journal
+	// identifiers. Default "app".
+	App string
+	// Cgroups is the cgroup tree systemd delegated to corral: each worker
+	// runs in a cgroup of its own there, which is killed whole when the
+	// worker's main process exits or its stop timeout ends. Nil for none:
+	// a worker's figures then come from its process tree in /proc, and
+	// stop signals and SIGKILL reach its process group.
+	Cgroups *cgroup.Tree
+	// Journal makes each worker's stdout and stderr a journal stream of
+	// its own, identified "APP/SLOT"; set it when corral's own output goes
+	// to the journal. Otherwise workers share corral's stdout and stderr.
+	Journal bool
+
 	// OutputHint says where a worker's output went, for failure messages,
 	// e.g. "journalctl -u corral@api". Default: corral's standard error.
 	OutputHint string
 
 	Backoff Backoff
-	Logf    func(format string, args ...any) // informational lines
-	Warnf   func(format string, args ...any) // warnings and errors
+	// SampleInterval is how often a worker's memory is looked at for
+	// max_memory where the kernel does not notify. Default 5s.
+	SampleInterval time.Duration
+
+	Logf  func(format string, args ...any) // informational lines
+	Warnf func(format string, args ...any) // warnings and errors
 }
 
 // Backoff is the delay before a crashed worker is restarted in its slot:
@@ -70,6 +89,10 @@ type slot struct {
 	delay    time.Duration // the next restart's backoff
 	timer    *time.Timer   // pending restart
 	failed   bool          // a start failed before corral was ever ready
+
+	recycles     int           // workers recycled for max_memory
+	recycleDelay time.Duration // before the next try, after a recycle failed
+	recycleAfter time.Time     // no recycle before
 }
 
 // Pool supervises the workers. Create it with New, run it with Run; Reload,
@@ -99,6 +122,10 @@ type Pool struct {
 	probeTick  *time.Ticker // runs only while a ReadyListen worker starts
 	lastStatus string
 	lastSpoof  time.Time
+	rec        *recycle        // the max_memory recycle running, or nil
+	watcher    *cgroup.Watcher // with Options.Cgroups
+	watches    map[int]watch   // by watch descriptor
+	sampleTick *kernelTicker   // runs only while a worker's max_memory is sampled
 
 	exits    chan exitEvent
 	msgs     chan notify.Message
@@ -107,6 +134,7 @@ type Pool struct {
 	reloads  chan chan ReloadResult
 	statuses chan chan Status
 	kills    chan struct{}
+	cgEvents chan []int    // watch descriptors of modified cgroup files
 	quit     chan struct{} // closed when Run returns
 }
 
@@ -123,6 +151,7 @@ const (
 	killNow
 	restartSlot
 	signalNow
+	recycleNow // a slot's recycle may be tried again
 )
 
 type timerEvent struct {
@@ -152,6 +181,12 @@ func New(opts Options) (*Pool, error) {
 	if opts.Up == nil {
 		opts.Up = &notify.Upstream{}
 	}
+	if opts.App == "" {
+		opts.App = "app"
+	}
+	if opts.SampleInterval <= 0 {
+		opts.SampleInterval = sampleInterval
+	}
 	p := &Pool{
 		opts:     opts,
 		slots:    make(map[int]*slot),
@@ -163,6 +198,8 @@ func New(opts Options) (*Pool, error) {
 		reloads:  make(chan chan ReloadResult),
 		statuses: make(chan chan Status),
 		kills:    make(chan struct{}, 1),
+		cgEvents: make(chan []int),
+		watches:  make(map[int]watch),
 		quit:     make(chan struct{}),
 	}
 	files := make([]*os.File, len(opts.Sockets))
@@ -205,6 +242,11 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 
 	defer p.stopProbing()
+	if err := p.startWatching(); err != nil {
+		return err
+	}
+	defer p.closeWatcher()
+	defer p.stopSampling()
 
 	p.generation, p.lastGen = 1, 1
 	for i := 0; i < p.spec.Instances; i++ {
@@ -212,8 +254,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		p.slots[i] = s
 		p.startSlot(s)
 	}
-	p.publish()
-	p.armProbe()
+	p.tend()
 
 	done := ctx.Done()
 	for !p.stopping || len(p.workers) > 0 {
@@ -237,15 +278,28 @@ func (p *Pool) Run(ctx context.Context) error {
 			p.killAll()
 		case <-p.probeC():
 			p.probeListening()
+		case <-p.sampleC():
+			p.sampleMemory()
+		case wds := <-p.cgEvents:
+			p.cgroupEvents(wds)
 		case <-watchdog:
 			if p.healthy() {
 				p.herald.send(upMsg{kind: upWatchdog})
 			}
 		}
-		p.publish()
-		p.armProbe()
+		p.tend()
 	}
 	return p.fatal
+}
+
+// tend runs after every event: it starts a max_memory recycle that is due,
+// publishes a changed status line, and runs the periodic timers that the
+// workers now need, and no others.
+func (p *Pool) tend() {
+	p.maybeRecycle()
+	p.publish()
+	p.armProbe()
+	p.armMemory()
 }
 
 // Reload asks for a rolling reload and waits for its result. A reload asked
@@ -308,10 +362,17 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 		NotifySocket: p.opts.Notify.Path(),
 		Slot:         index, Slots: spec.Instances, Generation: gen,
 	}
+	group, err := p.prepare(lw, spec)
+	if err != nil {
+		return nil, fmt.Errorf("start worker %d: %w", index, err)
+	}
 	var ipc *node.Channel
 	if spec.NodeIPC {
 		c, child, err := node.NewChannel()
 		if err != nil {
+			if group != nil {
+				group.Remove()
+			}
 			return nil, fmt.Errorf("start worker %d: %w", index, err)
 		}
 		defer child.File.Close()
@@ -323,11 +384,14 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 		if ipc != nil {
 			ipc.Close()
 		}
+		if group != nil {
+			group.Remove()
+		}
 		return nil, fmt.Errorf("start worker %d: %w", index, err)
 	}
 	w := &worker{
 		slot: index, gen: gen, spec: spec, proc: proc, pid: proc.Pid,
-		started: time.Now(), candidate: candidate, ipc: ipc,
+		started: time.Now(), candidate: candidate, ipc: ipc, group: group,
 	}
 	p.workers[w.pid] = w
 	if ipc != nil {
@@ -337,7 +401,11 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 		e, err := proc.Wait()
 		p.exits <- exitEvent{w, e, err}
 	}()
-	p.opts.Logf("%s: started", w)
+	if group != nil {
+		p.opts.Logf("%s: started in cgroup %s", w, group.Name())
+	} else {
+		p.opts.Logf("%s: started", w)
+	}
 	if spec.Ready != ReadyExec {
 		w.readyTimer = p.after(spec.ReadyTimeout, timerEvent{kind: readyTimeout, w: w})
 	}
@@ -386,8 +454,8 @@ func (p *Pool) sendStop(w *worker) {
 func (p *Pool) killAll() {
 	for _, w := range p.workers {
 		w.state = stopping
-		if err := w.signal(syscall.SIGKILL); err != nil {
-			p.opts.Warnf("%s: send SIGKILL: %v", w, err)
+		if err := w.kill(); err != nil {
+			p.opts.Warnf("%s: kill: %v", w, err)
 		}
 	}
 }
@@ -403,6 +471,7 @@ func (p *Pool) beginStop(why string) {
 		p.endRollout(false, "reload aborted: "+why)
 	}
 	p.replyQueued(ReloadResult{Message: "reload aborted: " + why})
+	p.rec = nil // its candidate stops with every other worker
 	for _, s := range p.slots {
 		if s.timer != nil {
 			s.timer.Stop()

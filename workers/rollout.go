@@ -60,6 +60,7 @@ func (p *Pool) beginRollout(waiters []chan ReloadResult) {
 			return
 		}
 	}
+	p.abortRecycle("a reload replaces every worker")
 	p.lastGen++
 	r := &rollout{
 		spec:     &spec,
@@ -130,6 +131,10 @@ func (p *Pool) promote(w *worker) {
 // candidateFailed handles a candidate that exited or missed its ready
 // timeout, by the reload's failure policy.
 func (p *Pool) candidateFailed(w *worker, why string, running bool) {
+	if p.recycling(w) {
+		p.recycleFailed(w, why, running)
+		return
+	}
 	r := p.roll
 	if r == nil || r.inflight[w.slot] != w {
 		return

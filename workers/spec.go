@@ -48,6 +48,14 @@ type Spec struct {
 	MaxSurge      int // candidates starting at once during a reload, > 0
 	ReloadFailure FailurePolicy
 
+	// MaxMemory, in bytes, recycles a worker whose memory goes above it:
+	// a replacement starts in its slot and comes online first, one recycle
+	// at a time and never during a reload. 0: never.
+	MaxMemory int64
+	// MemoryLimit, in bytes, is each worker's cgroup memory.max. It needs
+	// Options.Cgroups with the memory controller. 0: none.
+	MemoryLimit int64
+
 	// NodeIPC gives each worker Node's IPC channel (NODE_CHANNEL_FD):
 	// process.send('ready') counts as online, and a graceful stop sends
 	// 'shutdown' first, the stop signal after shutdownGrace.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/corraldev/corral/activation"
+	"github.com/corraldev/corral/cgroup"
 	"github.com/corraldev/corral/node"
 )
 
@@ -50,6 +51,21 @@ type worker struct {
 
 	ipc *node.Channel // corral's end of Node's IPC channel, or nil
 
+	group      *cgroup.Group // its cgroup, or nil; kept after it exits until the cgroup is empty
+	groupWatch int           // watch on cgroup.events while its cgroup empties
+	memWatch   int           // watch on memory.events while max_memory is notified
+	memArmed   bool          // its max_memory check is set up
+	memPoll    bool          // its max_memory is checked by sampling
+	highSet    bool          // memory.high is set at its max_memory
+	highSeen   uint64        // memory.events' high counter, as last read
+	over       int64         // its memory when it was found above max_memory; 0 if never
+
+	mem      int64         // memory, as last measured
+	cpuTotal time.Duration // CPU time used, as last measured
+	cpuPct   float64       // CPU % over the time between the last two looks
+	cpuAt    time.Time     // when cpuUsed was read
+	cpuUsed  time.Duration
+
 	readyTimer  *time.Timer // ready timeout while starting
 	signalTimer *time.Timer // the stop signal after 'shutdown', Node IPC only
 	killTimer   *time.Timer // SIGKILL at the stop timeout while stopping
@@ -62,6 +78,16 @@ func (w *worker) String() string {
 // signal sends sig to the worker's process group (see activation.Process).
 func (w *worker) signal(sig syscall.Signal) error {
 	return w.proc.Signal(sig)
+}
+
+// kill kills the worker at once: its whole cgroup where it has one (what it
+// started in another process group or session too), else its process
+// group.
+func (w *worker) kill() error {
+	if w.group != nil {
+		return w.group.Kill()
+	}
+	return w.signal(syscall.SIGKILL)
 }
 
 func (w *worker) stopTimers() {
