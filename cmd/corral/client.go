@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/corraldev/corral/apps"
+	"github.com/corraldev/corral/config"
 	"github.com/corraldev/corral/control"
 )
 
@@ -100,14 +101,23 @@ func statusCommand(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: %s\n\n", st.State, st.Line)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tLAST EXIT")
+	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tMEMORY\tCPU\tRESTARTS\tRECYCLES\tLAST EXIT")
 	for _, w := range st.Workers {
 		last := w.LastExit
 		if last == "" {
 			last = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%v\t%d\t%s\n", w.Slot, w.PID, w.Generation, w.State,
-			time.Since(w.Started).Round(time.Second), w.Restarts, last)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%v\t%s\t%.1f%%\t%d\t%d\t%s\n", w.Slot, w.PID, w.Generation, w.State,
+			time.Since(w.Started).Round(time.Second), config.FormatBytes(w.MemoryBytes), w.CPUPercent, w.Restarts, w.Recycles, last)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	limit := ""
+	if st.MaxMemory > 0 {
+		limit = ", max_memory " + config.FormatBytes(st.MaxMemory) + " per worker"
+	}
+	_, err = fmt.Fprintf(stdout, "\ntotal: %s, %.1f%% CPU (100%% is one CPU)%s; figures from %s\n",
+		config.FormatBytes(st.MemoryBytes), st.CPUPercent, limit, st.Accounting)
+	return err
 }

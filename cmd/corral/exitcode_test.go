@@ -41,7 +41,7 @@ func TestPoolSetupFailureIsNotUsage(t *testing.T) {
 	defer f.Close()
 	socks := []activation.Socket{{Name: "web", Addr: f.Name(), File: f}}
 	pl := place{control: filepath.Join(dir, "control.sock")}
-	err = supervise(pl, dir, spec, socks, newLogger(io.Discard), nil)
+	err = supervise(pl, dir, spec, socks, newLogger(io.Discard), cgroups{}, nil)
 	if err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("supervise with a file for a socket = %v, want an error that it is not a socket", err)
 	}

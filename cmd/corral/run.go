@@ -64,13 +64,20 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer activation.Close(socks)
+	cg := openCgroups(log)
+	if err := cg.check(cfg); err != nil {
+		return err
+	}
 	log.infof("%s", cfg.Describe(spec.Instances))
-	return supervise(pl, dir, spec, socks, log, func() (workers.Spec, error) {
+	return supervise(pl, dir, spec, socks, log, cg, func() (workers.Spec, error) {
 		c, err := load()
 		if err != nil {
 			return workers.Spec{}, err
 		}
 		log.infof("reload: %s", c.Describe(c.Instances.Resolve(config.AvailableCPUs())))
+		if err := cg.check(c); err != nil {
+			return workers.Spec{}, err
+		}
 		return buildSpec(c, dir)
 	})
 }
@@ -135,6 +142,8 @@ func buildSpec(cfg config.Config, runtimeDir string) (workers.Spec, error) {
 		StopSignal:    syscall.Signal(cfg.StopSignal),
 		MaxSurge:      cfg.MaxSurge,
 		ReloadFailure: workers.FailurePolicy(cfg.ReloadFailure),
+		MaxMemory:     cfg.MaxMemory.Bytes(),
+		MemoryLimit:   cfg.MemoryLimit.Bytes(),
 	}, nil
 }
 
@@ -165,7 +174,7 @@ func sockets(cfg config.Config, fs *pflag.FlagSet, log *logger) ([]activation.So
 }
 
 // supervise runs the pool until a signal stops it.
-func supervise(pl place, dir string, spec workers.Spec, socks []activation.Socket, log *logger, load func() (workers.Spec, error)) error {
+func supervise(pl place, dir string, spec workers.Spec, socks []activation.Socket, log *logger, cg cgroups, load func() (workers.Spec, error)) error {
 	ctl, err := control.Listen(pl.controlPath(), log.warnf)
 	if err != nil {
 		return err
@@ -180,6 +189,7 @@ func supervise(pl place, dir string, spec workers.Spec, socks []activation.Socke
 
 	pool, err := workers.New(workers.Options{
 		Spec: spec, Load: load, Sockets: socks, Notify: ns, Up: notify.NewUpstream(),
+		App: pl.appName(), Cgroups: cg.tree, Journal: log.journal,
 		OutputHint: outputHint(), Logf: log.infof, Warnf: log.warnf,
 	})
 	if err != nil {
