@@ -57,6 +57,7 @@ type Machine struct {
 	exited  chan struct{} // closed when nspawn has exited
 	notify  *net.UnixConn // nspawn's NOTIFY_SOCKET
 	cleanup string        // a directory PowerOff removes, or ""
+	cgroups []string      // the machine's own cgroups, which PowerOff removes
 	off     sync.Once
 	offErr  error
 }
@@ -183,9 +184,13 @@ func (m *Machine) boot(ctx context.Context) error {
 		return err
 	}
 	defer console.Close() // nspawn has its own copy
-	m.nspawn = exec.Command("systemd-nspawn", "-D", m.Root, "--boot", "--register=no", "--keep-unit",
-		"--machine="+m.Name, "--notify-ready=yes")
-	m.nspawn.Env = append(os.Environ(), "NOTIFY_SOCKET="+addr.Name)
+	if m.cgroups, err = makeCgroups(m.Name); err != nil {
+		return fmt.Errorf("a cgroup for the machine: %w", err)
+	}
+	argv := joinCgroups([]string{"systemd-nspawn", "-D", m.Root, "--boot", "--register=no", "--keep-unit",
+		"--machine=" + m.Name, "--notify-ready=yes"})
+	m.nspawn = exec.Command(argv[0], argv[1:]...)
+	m.nspawn.Env = append(os.Environ(), "NOTIFY_SOCKET="+addr.Name, cgroupsEnv(m.cgroups))
 	m.nspawn.Stdout, m.nspawn.Stderr = console, console
 	if err := m.nspawn.Start(); err != nil {
 		close(m.exited)
@@ -259,6 +264,7 @@ func (m *Machine) PowerOff() error {
 		if m.notify != nil {
 			m.notify.Close()
 		}
+		removeCgroups(m.cgroups)
 		m.removeDir()
 	})
 	return m.offErr
