@@ -34,6 +34,10 @@ var bins struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if err := booted.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
 	if bins.dir != "" {
 		os.RemoveAll(bins.dir)
 	}

@@ -7,6 +7,7 @@
 //	/daemon       start a sleep in a session of its own, which outlives the
 //	              worker unless its cgroup is killed; answers its PID
 //	/log?msg=M    print M on stdout, as one line
+//	/journal      answer JOURNAL_STREAM and fd 2's device:inode
 //
 // Each answer starts with the worker's PID.
 package main
@@ -68,6 +69,14 @@ func main() {
 	mux.HandleFunc("/log", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Println(r.FormValue("msg"))
 		fmt.Fprintf(w, "%d logged\n", pid)
+	})
+	mux.HandleFunc("/journal", func(w http.ResponseWriter, r *http.Request) {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(2, &st); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintf(w, "%d %q %d:%d\n", pid, os.Getenv("JOURNAL_STREAM"), st.Dev, st.Ino)
 	})
 	srv := &http.Server{Handler: mux}
 	if err := httpworker.Serve(context.Background(), srv, httpworker.Options{Grace: 500 * time.Millisecond}); err != nil {
