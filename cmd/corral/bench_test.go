@@ -49,16 +49,26 @@ func build(b *testing.B, out, pkg string) {
 // example app and counts corral's context switches (every thread's,
 // voluntary and not) over idleWindow once every worker is online: how
 // often an idle corral wakes up. It also reports corral's resident memory.
+// With max_memory, and no memory controller to notify (here), corral
+// samples the workers' memory every 2s.
 func BenchmarkIdle(b *testing.B) {
 	bin := b.TempDir()
 	build(b, filepath.Join(bin, "corral"), "./")
 	build(b, filepath.Join(bin, "hello"), "../../examples/hello")
 	const idleWindow = 10 * time.Second
-	for _, n := range []int{2, 16} {
-		b.Run("workers="+strconv.Itoa(n), func(b *testing.B) {
+	for _, v := range []struct {
+		name string
+		n    int
+		args []string
+	}{
+		{"workers=2", 2, nil}, {"workers=16", 16, nil},
+		{"workers=2/max_memory", 2, []string{"--max-memory", "1G"}}, {"workers=16/max_memory", 16, []string{"--max-memory", "1G"}},
+	} {
+		n := v.n
+		b.Run(v.name, func(b *testing.B) {
 			var switches, rss int
 			for range b.N {
-				pid, stop := startReady(b, bin, n)
+				pid, stop := startReady(b, bin, n, v.args...)
 				before := contextSwitches(b, pid)
 				time.Sleep(idleWindow) // the measurement window, not a wait for state
 				switches += contextSwitches(b, pid) - before
@@ -102,9 +112,9 @@ func startOnce(b *testing.B, bin string, n int) (time.Duration, int) {
 	return time.Since(start), vmRSS(b, pid)
 }
 
-// startReady starts corral with n workers and returns its PID once it has
-// sent READY=1, and a function that stops it.
-func startReady(b *testing.B, bin string, n int) (int, func()) {
+// startReady starts corral with n workers, and args, and returns its PID
+// once it has sent READY=1, and a function that stops it.
+func startReady(b *testing.B, bin string, n int, args ...string) (int, func()) {
 	dir := b.TempDir()
 	sockPath := filepath.Join(dir, "systemd.sock")
 	sys, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
@@ -112,8 +122,8 @@ func startReady(b *testing.B, bin string, n int) (int, func()) {
 		b.Fatal(err)
 	}
 	defer sys.Close()
-	cmd := exec.Command(filepath.Join(bin, "corral"), "run", "-i", strconv.Itoa(n),
-		"--listen", "127.0.0.1:0", "--control", filepath.Join(dir, "control.sock"), "--", filepath.Join(bin, "hello"))
+	argv := append([]string{"run", "-i", strconv.Itoa(n), "--listen", "127.0.0.1:0", "--control", filepath.Join(dir, "control.sock")}, args...)
+	cmd := exec.Command(filepath.Join(bin, "corral"), append(argv, "--", filepath.Join(bin, "hello"))...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath)
 	stderr := &testenv.Buffer{}
 	cmd.Stderr = stderr
