@@ -103,10 +103,13 @@ func contractWorker() int {
 // contractVars are the variables of the worker contract: set by corral for
 // every worker, or removed from what corral passes on. The README's worker
 // contract must name each one, and name no other variable.
-var contractVars = struct{ set, node, removed []string }{
+// JOURNAL_STREAM is set only under the journal (a booted Debian's test,
+// in package cgroup, checks it); elsewhere it passes through.
+var contractVars = struct{ set, node, journal, removed []string }{
 	set: []string{"LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", "NOTIFY_SOCKET",
 		"CORRAL_WORKER_INDEX", "NODE_APP_INSTANCE", "CORRAL_WORKERS", "CORRAL_GENERATION"},
 	node:    []string{"NODE_CHANNEL_FD", "NODE_CHANNEL_SERIALIZATION_MODE", "NODE_OPTIONS"},
+	journal: []string{"JOURNAL_STREAM"},
 	removed: []string{"WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_PIDFDID"},
 }
 
@@ -145,12 +148,14 @@ func testWorkerContract(t *testing.T, nodeIPC bool) {
 	env := append(slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		k, _, _ := strings.Cut(kv, "=")
 		return slices.Contains(contractVars.set, k) || slices.Contains(contractVars.node, k) ||
-			slices.Contains(contractVars.removed, k) || strings.HasPrefix(k, "CORRAL_")
+			slices.Contains(contractVars.journal, k) || slices.Contains(contractVars.removed, k) || strings.HasPrefix(k, "CORRAL_")
 	}),
 		"CORRAL_TEST_WORKER=contract", "CORRAL_TEST_OUT="+out,
 		"GODEBUG=containermaxprocs=0", // the worker's Go runtime then holds no cgroup files open
 		"NOTIFY_SOCKET="+sysPath, "WATCHDOG_PID=1", "WATCHDOG_USEC=30000000", "LISTEN_PIDFDID=42",
 		"CORRAL_WORKER_INDEX=9", "NODE_APP_INSTANCE=9", "CORRAL_GENERATION=9", "APP_KEEP=from the shell",
+		// Not corral's stderr: no journal here, and it passes through as is.
+		"JOURNAL_STREAM=8:12345",
 	)
 	args := []string{"run", "--control", control, "-i", "2", "--stop-timeout", "2s", "-e", "APP_SETTING=from -e",
 		"--listen", "http=" + addr, "--listen", "admin=unix:" + unixPath}
@@ -281,7 +286,7 @@ func TestReadmeNamesTheContractVariables(t *testing.T) {
 	for _, m := range regexp.MustCompile("`([A-Z][A-Z0-9_]*[A-Z0-9])(?:=[^`]*)?`").FindAllStringSubmatch(sec, -1) {
 		named[m[1]] = true
 	}
-	all := slices.Concat(contractVars.set, contractVars.node, contractVars.removed)
+	all := slices.Concat(contractVars.set, contractVars.node, contractVars.journal, contractVars.removed)
 	for _, v := range all {
 		if !named[v] {
 			t.Errorf("the README's worker contract does not name %s", v)
