@@ -43,7 +43,6 @@ var unmapped = map[string]string{
 	"watch":                     "corral does not restart on file changes: deploy, then corral reload",
 	"ignore_watch":              "corral does not restart on file changes",
 	"watch_options":             "corral does not restart on file changes",
-	"max_memory_restart":        "not yet: MemoryMax= on the unit (systemctl edit) bounds the whole app",
 	"cron_restart":              "use a systemd timer that runs corral reload",
 	"log_file":                  "the output goes to the journal: corral logs NAME",
 	"out_file":                  "the output goes to the journal: corral logs NAME",
@@ -178,6 +177,10 @@ func importApp(a map[string]any, base string, opts ImportOptions) Imported {
 		case "kill_timeout":
 			if err := setMillis(&cfg.StopTimeout, a[k]); err != nil {
 				fail = append(fail, "kill_timeout: "+err.Error())
+			}
+		case "max_memory_restart":
+			if err := cfg.MaxMemory.Set(fmt.Sprint(a[k])); err != nil {
+				fail = append(fail, "max_memory_restart: "+err.Error())
 			}
 		default:
 			switch why, ok := unmapped[k]; {

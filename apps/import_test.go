@@ -46,7 +46,7 @@ http.createServer((req, res) => res.end('shop ' + process.env.NODE_ENV + ' pid '
 
 	dry := m.mustCorral(t, "", "/srv/shop", "import", "ecosystem.config.js", "--env", "production", "--dry-run")
 	for _, want := range []string{"# shop.toml", `NODE_ENV = "production"`, `ready = "notify"`, `ready_timeout = "10s"`, `stop_timeout = "5s"`,
-		"ListenStream=" + port(shop), "# hello.toml", "not mapped: watch", "not mapped: max_memory_restart"} {
+		"ListenStream=" + port(shop), "# hello.toml", "not mapped: watch", `max_memory = "300M"`} {
 		if !strings.Contains(dry, want) {
 			t.Errorf("corral import --dry-run lacks %q:\n%s", want, dry)
 		}
