@@ -65,6 +65,10 @@ type LogsOptions struct {
 	Follow bool
 	Lines  int    // the last N lines; 0 means journalctl's default when not following
 	Since  string // journalctl's --since: "1h ago", "today", "2026-11-25 10:00"
+	// Worker, a slot such as "1", shows that worker's output alone, in
+	// every generation: the journal identifier NAME/SLOT that corral gives
+	// each worker's stream. "" shows everything.
+	Worker string
 }
 
 // JournalCommand returns the journalctl command line that shows the app's
@@ -75,7 +79,11 @@ func (m *Manager) JournalCommand(ctx context.Context, name string, opts LogsOpti
 	if err != nil {
 		return nil, err
 	}
-	return m.journalArgs(UnitsOf(a.template, a.name), opts), nil
+	args := m.journalArgs(UnitsOf(a.template, a.name), opts)
+	if opts.Worker != "" {
+		args = append(args, "-t", a.name+"/"+opts.Worker)
+	}
+	return args, nil
 }
 
 func (m *Manager) journalArgs(units Units, opts LogsOptions) []string {

@@ -316,6 +316,18 @@ func TestBootedJournal(t *testing.T) {
 	if want := map[string]bool{strconv.Itoa(gen1[1]): true, strconv.Itoa(gen2[1]): true}; fmt.Sprint(one) != fmt.Sprint(want) {
 		t.Errorf("journalctl -u corral@api -t api/1 shows the lines of pids %v, want those of slot 1 in both generations, %v", one, want)
 	}
+	// corral logs api --worker 1 is that filter, by the app's name.
+	logs := m.MustRun(t, "corral", "logs", "api", "--worker", "1", "--lines", "0")
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, marker) && !strings.Contains(line, fmt.Sprintf(" api/1[%d]: ", gen1[1])) && !strings.Contains(line, fmt.Sprintf(" api/1[%d]: ", gen2[1])) {
+			t.Errorf("corral logs api --worker 1 shows %q, which is not slot 1's", line)
+		}
+	}
+	for _, pid := range []int{gen1[1], gen2[1]} {
+		if !strings.Contains(logs, fmt.Sprintf(" api/1[%d]: %s", pid, marker)) {
+			t.Errorf("corral logs api --worker 1 lacks the line of slot 1's pid %d:\n%s", pid, logs)
+		}
+	}
 }
 
 // A worker that goes above max_memory under load is recycled: its

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -318,10 +319,11 @@ func deleteCommand(args []string, stdout io.Writer) error {
 	return nil
 }
 
-const logsHelp = `Usage: corral logs NAME [-f] [--lines N] [--since WHEN] [--system | --user]
+const logsHelp = `Usage: corral logs NAME [-f] [--lines N] [--since WHEN] [--worker N] [--system | --user]
 
 Shows the app's journal: corral's lines and its workers' output, through
-journalctl (-u corral@NAME.service -u corral@NAME.socket).
+journalctl (-u corral@NAME.service -u corral@NAME.socket). --worker N shows
+slot N's output alone, in every generation (journalctl -t NAME/N).
 `
 
 // logsCommand is `corral logs`.
@@ -331,6 +333,7 @@ func logsCommand(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVarP(&opts.Follow, "follow", "f", false, "keep printing new lines")
 	fs.IntVarP(&opts.Lines, "lines", "n", 50, "show the last N lines (0: all)")
 	fs.StringVar(&opts.Since, "since", "", "show lines since WHEN, as journalctl takes it: \"1h ago\", today, \"2026-11-25 10:00\"")
+	worker := fs.Int("worker", -1, "show only the output of the worker in slot N, every generation of it")
 	scope := scopeFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -340,6 +343,12 @@ func logsCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	if opts.Lines < 0 {
 		return usagef("logs: --lines %d: want 0 (all) or more", opts.Lines)
+	}
+	switch {
+	case *worker >= 0:
+		opts.Worker = strconv.Itoa(*worker)
+	case fs.Changed("worker"):
+		return usagef("logs: --worker %d: want a slot, 0 or more (corral status NAME lists them)", *worker)
 	}
 	ctx, m, done, err := connect(scope)
 	if err != nil {
