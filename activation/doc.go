@@ -9,14 +9,25 @@
 // (parsed with ParseListen); corral then owns those sockets, and Close
 // removes the unix socket files that Open created.
 //
+// The sockets are of every kind a socket unit with Accept=no passes:
+// listening stream sockets (ListenStream=: TCP, unix, vsock), datagram
+// sockets (ListenDatagram=: UDP, unix datagram) and listening unix
+// SOCK_SEQPACKET sockets (ListenSequentialPacket=). Inherited refuses the
+// rest with a *KindError that names the unit's setting (Accept=yes,
+// ListenFIFO=, ListenSpecial=, ListenNetlink=, ListenMessageQueue=,
+// ListenUSBFunction=).
+//
 // Either way the caller holds each Socket's File until Close. corral never
-// accepts a connection on these sockets. It passes the same listening
-// descriptors to every worker, as file descriptors 3, 4, ... in the order of
-// the slice, with LISTEN_FDS and LISTEN_FDNAMES, so each worker sees exactly what
-// systemd would have given it and the kernel spreads connections among the
-// workers that accept. A worker holds a duplicate of each descriptor and
-// closes it by exiting; a listening socket lives until its last holder closes
-// it, so workers can be replaced one by one without refusing a connection.
+// accepts a connection or reads a datagram on these sockets. It passes the
+// same descriptors to every worker, as file descriptors 3, 4, ... in the
+// order of the slice, with LISTEN_FDS and LISTEN_FDNAMES, so each worker
+// sees exactly what systemd would have given it, and the kernel spreads
+// connections among the workers that accept, and datagrams among those
+// that read: each datagram goes to one reader, and those no worker has read
+// yet wait in the socket's receive buffer. A worker holds a duplicate of
+// each descriptor and closes it by exiting; a socket lives until its last
+// holder closes it, so workers can be replaced one by one without refusing
+// a connection or losing a queued datagram.
 //
 // Sockets are handed out in blocking mode. The O_NONBLOCK flag belongs to
 // the open file description, which every process holding the socket shares,

@@ -3,6 +3,7 @@ package activation
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/corraldev/corral/internal/testenv"
 	"golang.org/x/sys/unix"
@@ -33,19 +35,25 @@ func TestInheritedNotActivated(t *testing.T) {
 }
 
 // TestInherited plays systemd: the trampoline sets LISTEN_PID for the child,
-// which calls Inherited.
+// which calls Inherited. It gets one socket of every kind a socket unit with
+// Accept=no passes: ListenStream= (TCP, unix), ListenDatagram= (UDP, unix
+// datagram) and ListenSequentialPacket=.
 func TestInherited(t *testing.T) {
+	dir := t.TempDir()
 	socks := mustOpen(t,
 		ListenSpec{Name: "web", Network: "tcp", Address: "127.0.0.1:0"},
-		ListenSpec{Network: "unix", Address: filepath.Join(t.TempDir(), "admin.sock")},
+		ListenSpec{Network: "unix", Address: filepath.Join(dir, "admin.sock")},
+		ListenSpec{Name: "dns", Network: "udp", Address: "127.0.0.1:0"},
+		ListenSpec{Name: "log", Network: "unixgram", Address: filepath.Join(dir, "log.sock")},
+		ListenSpec{Name: "seq", Network: "unixpacket", Address: filepath.Join(dir, "seq.sock")},
 	)
 	c := startChild(t, trampolineHelper(t, "inherited", socks))
 	if c.err != "" {
 		t.Fatalf("child: %s; stderr:\n%s", c.err, &c.stderr)
 	}
-	want := []string{ // no "env" lines: Inherited unsets LISTEN_*
-		"socket web " + socks[0].Addr + " cloexec=true",
-		"socket unknown " + socks[1].Addr + " cloexec=true",
+	var want []string // no "env" lines: Inherited unsets LISTEN_*
+	for _, s := range socks {
+		want = append(want, "socket "+s.Name+" "+s.Addr+" cloexec=true")
 	}
 	if !slices.Equal(c.report, want) {
 		t.Errorf("child reported %q, want %q", c.report, want)
@@ -58,46 +66,131 @@ func TestInherited(t *testing.T) {
 	c.mustSucceed(t)
 }
 
-func TestInheritedRejectsNonListening(t *testing.T) {
-	dir := t.TempDir()
-	dgram, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "d.sock"), Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dgram.Close()
-	dgramFile, err := dgram.File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dgramFile.Close()
-	connFile := connectedSocket(t)
+// TestInheritedRefusesKinds passes Inherited each kind of descriptor a
+// socket unit can pass that corral refuses, and checks that the error names
+// the unit's setting and the fix.
+func TestInheritedRefusesKinds(t *testing.T) {
 	pipeR, pipeW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pipeR.Close()
 	defer pipeW.Close()
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devNull.Close()
+	regular, err := os.Create(filepath.Join(t.TempDir(), "file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer regular.Close()
 
 	tests := []struct {
-		name string
-		file *os.File
-		want string
+		name    string
+		file    *os.File
+		setting string
+		want    string
 	}{
-		{"datagram", dgramFile, "inherited socket fd 3 (datagram): a datagram socket: corral hands out listening stream sockets only (use ListenStream="},
-		{"connection", connFile, "inherited socket fd 3 (connection): a connected socket, not a listening one: set Accept=no"},
-		{"fifo", pipeR, "inherited socket fd 3 (fifo): not a socket"},
+		{"connection", connectedSocket(t), "Accept=yes", "inherited fd 3 (connection) is a connection, not a listening socket (Accept=yes in the socket unit): with Accept=yes systemd accepts each connection and starts a service for it; corral's workers accept the connections themselves: set Accept=no (the default)"},
+		{"seqpacket-connection", connectedSeqpacket(t), "Accept=yes", "is a connection, not a listening socket (Accept=yes in the socket unit)"},
+		{"fifo", pipeR, "ListenFIFO=", "inherited fd 3 (fifo) is a FIFO (ListenFIFO= in the socket unit): corral hands its workers sockets to serve on: use ListenStream=, ListenDatagram= or ListenSequentialPacket= instead"},
+		{"device", devNull, "ListenSpecial=", "is a special file, not a socket (ListenSpecial= in the socket unit)"},
+		{"file", regular, "ListenSpecial=", "is a special file, not a socket (ListenSpecial= in the socket unit)"},
+		{"netlink", netlinkSocket(t), "ListenNetlink=", "is a netlink socket (ListenNetlink= in the socket unit)"},
+		{"mqueue", messageQueue(t), "ListenMessageQueue=", "is a POSIX message queue (ListenMessageQueue= in the socket unit)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := startChild(t, trampolineHelper(t, "inherited", []Socket{{Name: tt.name, File: tt.file}}))
-			if !strings.HasPrefix(c.err, tt.want) {
-				t.Errorf("child error %q, want prefix %q", c.err, tt.want)
+			good := mustOpen(t, ListenSpec{Network: "udp", Address: "127.0.0.1:0"})
+			c := startChild(t, trampolineHelper(t, "inherited", []Socket{good[0], {Name: tt.name, File: tt.file}}))
+			want := strings.Replace(tt.want, "fd 3", "fd 4", 1)
+			if !strings.Contains(c.err, want) || !strings.Contains(c.err, tt.setting) {
+				t.Errorf("child error %q, want %q", c.err, want)
 			}
 			if err := c.wait(); err == nil || err.Error() != "exited with status 1" {
 				t.Errorf("child exit: %v, want status 1", err)
 			}
 		})
 	}
+}
+
+// TestKindCheck covers what no test can create: a USB FunctionFS endpoint.
+func TestKindCheck(t *testing.T) {
+	for _, tt := range []struct {
+		f       fdFacts
+		setting string // "" for accepted
+	}{
+		{fdFacts{mode: unix.S_IFREG, fsType: functionfsMagic}, "ListenUSBFunction="},
+		{fdFacts{mode: unix.S_IFREG, fsType: mqueueMagic}, "ListenMessageQueue="},
+		{fdFacts{mode: unix.S_IFCHR}, "ListenSpecial="},
+		{fdFacts{mode: unix.S_IFIFO}, "ListenFIFO="},
+		{fdFacts{mode: unix.S_IFSOCK, domain: unix.AF_NETLINK, sockType: unix.SOCK_DGRAM}, "ListenNetlink="},
+		{fdFacts{mode: unix.S_IFSOCK, domain: unix.AF_INET, sockType: unix.SOCK_STREAM}, "Accept=yes"},
+		{fdFacts{mode: unix.S_IFSOCK, domain: unix.AF_INET, sockType: unix.SOCK_STREAM, listening: true}, ""},
+		{fdFacts{mode: unix.S_IFSOCK, domain: unix.AF_INET6, sockType: unix.SOCK_DGRAM}, ""},
+		{fdFacts{mode: unix.S_IFSOCK, domain: unix.AF_UNIX, sockType: unix.SOCK_DGRAM}, ""},
+		{fdFacts{mode: unix.S_IFSOCK, domain: unix.AF_UNIX, sockType: unix.SOCK_SEQPACKET, listening: true}, ""},
+		{fdFacts{mode: unix.S_IFSOCK, domain: unix.AF_VSOCK, sockType: unix.SOCK_STREAM, listening: true}, ""},
+	} {
+		err := tt.f.check()
+		var k *KindError
+		switch {
+		case tt.setting == "" && err != nil:
+			t.Errorf("%+v: %v, want it accepted", tt.f, err)
+		case tt.setting != "" && (!errors.As(err, &k) || k.Setting != tt.setting):
+			t.Errorf("%+v: %v, want a KindError for %s", tt.f, err, tt.setting)
+		}
+	}
+	raw := fdFacts{mode: unix.S_IFSOCK, domain: unix.AF_INET, sockType: unix.SOCK_RAW}
+	if err := raw.check(); err == nil || errors.As(err, new(*KindError)) {
+		t.Errorf("a raw socket: %v, want an error that is no KindError", err)
+	}
+}
+
+// connectedSeqpacket returns one end of a connected unix SOCK_SEQPACKET
+// pair, as Accept=yes with ListenSequentialPacket= passes it.
+func connectedSeqpacket(t *testing.T) *os.File {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := os.NewFile(uintptr(fds[0]), "seqpacket"), os.NewFile(uintptr(fds[1]), "peer")
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a
+}
+
+// netlinkSocket returns a netlink socket, as ListenNetlink= passes one.
+func netlinkSocket(t *testing.T) *os.File {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "netlink")
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// messageQueue returns a new POSIX message queue, as ListenMessageQueue=
+// passes one, and removes its name.
+func messageQueue(t *testing.T) *os.File {
+	t.Helper()
+	name, err := unix.BytePtrFromString(fmt.Sprintf("corral-test-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, _, errno := unix.Syscall6(unix.SYS_MQ_OPEN, uintptr(unsafe.Pointer(name)),
+		unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600, 0, 0, 0)
+	if errno != 0 {
+		t.Fatalf("mq_open: %v", errno)
+	}
+	unix.Syscall(unix.SYS_MQ_UNLINK, uintptr(unsafe.Pointer(name)), 0, 0)
+	f := os.NewFile(fd, "mqueue")
+	t.Cleanup(func() { f.Close() })
+	return f
 }
 
 // connectedSocket returns the accepted end of a TCP connection.

@@ -17,70 +17,116 @@ type ListenSpec struct {
 	// Name is the LISTEN_FDNAMES entry workers see; empty means none was
 	// given, which Open turns into "unknown".
 	Name string
-	// Network is "tcp" or "unix".
+	// Network is the kind of socket, named as Go's net package names it:
+	// "tcp" (a listening stream socket, systemd's ListenStream=), "udp"
+	// (ListenDatagram=), "unix" (a listening unix stream socket),
+	// "unixgram" (a unix datagram socket) or "unixpacket" (a listening
+	// unix SOCK_SEQPACKET socket, ListenSequentialPacket=).
 	Network string
-	// Address is HOST:PORT for "tcp" and an absolute path for "unix".
+	// Address is HOST:PORT for "tcp" and "udp", an absolute path for the
+	// unix networks.
 	Address string
 }
 
-// display returns the address as it appears in logs and errors.
+// display returns the address as it appears in logs and errors, in the
+// form ParseListen reads: a TCP address bare (unless its host is named like
+// a network: "tcp:udp:80"), every other with its network first
+// ("udp:127.0.0.1:5353", "unix:/run/app.sock").
 func (s ListenSpec) display() string {
-	if s.Network == "unix" {
-		return "unix:" + s.Address
+	if _, rest := splitNetwork(s.Address); s.Network == "tcp" && rest == s.Address {
+		return s.Address
 	}
-	return s.Address
+	return s.Network + ":" + s.Address
 }
 
+// isUnix reports whether the spec names a unix socket, by path.
+func (s ListenSpec) isUnix() bool { return pathNetworks[s.Network] }
+
+// isDatagram reports whether the spec names a datagram socket.
+func (s ListenSpec) isDatagram() bool { return s.Network == "udp" || s.Network == "unixgram" }
+
+// pathNetworks are the networks whose address is a unix socket path.
+var pathNetworks = map[string]bool{"unix": true, "unixgram": true, "unixpacket": true}
+
 const (
-	unixPrefix = "unix:"
 	// maxNameLen is systemd's FDNAME_MAX.
 	maxNameLen = 255
 	// addrForms says what a valid address looks like, for error messages.
-	addrForms = "want HOST:PORT, :PORT, [IPV6]:PORT or unix:/PATH (for example 127.0.0.1:8080)"
+	addrForms = "want HOST:PORT, :PORT, [IPV6]:PORT, udp:HOST:PORT, unix:/PATH, unixgram:/PATH or unixpacket:/PATH (for example 127.0.0.1:8080)"
 	nameForms = "want NAME=ADDR with a NAME of 1 to 255 printable ASCII characters and no ':' or '='"
 )
 
 // maxUnixPath is the longest path a sockaddr_un holds, without its NUL.
 var maxUnixPath = len(unix.RawSockaddrUnix{}.Path) - 1
 
-// ParseListen parses a --listen value "[NAME=]ADDR", where ADDR is
-// HOST:PORT, :PORT, [IPV6]:PORT or unix:/ABSOLUTE/PATH.
+// ParseListen parses a --listen value "[NAME=]ADDR", where ADDR is one of
 //
-// It returns the spec with Network "tcp" and Address HOST:PORT (IPv6 hosts
-// in brackets), or Network "unix" and Address the path; Name is NAME, or
-// empty when the value has none. A PORT must be a number from 0 to 65535 and
-// a HOST an IP address or a host name; it is not resolved here. NAME follows
-// the sd_listen_fds rules: 1 to 255 printable ASCII characters without ':'
-// (nor '=', which separates it from ADDR). A value starting with "unix:" has
-// no NAME, so a unix path may contain '=', but no NUL byte. It returns an error that quotes s
-// and says what a valid value looks like when s breaks any of these rules.
+//	HOST:PORT, :PORT, [IPV6]:PORT   a TCP socket (tcp:HOST:PORT says so explicitly)
+//	udp:HOST:PORT, udp::PORT        a UDP socket
+//	unix:/PATH                      a unix stream socket
+//	unixgram:/PATH                  a unix datagram socket
+//	unixpacket:/PATH                a unix SOCK_SEQPACKET socket
+//
+// It returns the spec with Network "tcp" or "udp" and Address HOST:PORT
+// (IPv6 hosts in brackets), or Network "unix", "unixgram" or "unixpacket"
+// and Address the absolute path; Name is NAME, or empty when the value has
+// none. A PORT must be a number from 0 to 65535 and a HOST an IP address or
+// a host name; it is not resolved here. NAME follows the sd_listen_fds
+// rules: 1 to 255 printable ASCII characters without ':' (nor '=', which
+// separates it from ADDR). A value starting with a unix network has no
+// NAME, so a unix path may contain '=', but no NUL byte. It returns an
+// error that quotes s and says what a valid value looks like when s breaks
+// any of these rules.
 func ParseListen(s string) (ListenSpec, error) {
-	name, addr, err := splitName(s)
-	if err != nil {
-		return ListenSpec{}, fmt.Errorf("--listen %q: %w", s, err)
-	}
-	spec := ListenSpec{Name: name, Network: "tcp"}
-	if path, ok := strings.CutPrefix(addr, unixPrefix); ok {
-		spec.Network, spec.Address, err = "unix", path, checkUnixPath(path)
-	} else {
-		spec.Address, err = parseTCP(addr)
-	}
+	spec, err := parseListen(s)
 	if err != nil {
 		return ListenSpec{}, fmt.Errorf("--listen %q: %w", s, err)
 	}
 	return spec, nil
 }
 
+func parseListen(s string) (ListenSpec, error) {
+	name, addr, err := splitName(s)
+	if err != nil {
+		return ListenSpec{}, err
+	}
+	network, rest := splitNetwork(addr)
+	spec := ListenSpec{Name: name, Network: network, Address: rest}
+	if spec.isUnix() {
+		return spec, checkUnixPath(network, rest)
+	}
+	spec.Address, err = parseHostPort(network, rest)
+	return spec, err
+}
+
+// splitNetwork splits "NETWORK:REST" for the networks ParseListen knows;
+// anything else is a TCP address.
+func splitNetwork(addr string) (network, rest string) {
+	for _, n := range []string{"tcp", "udp", "unix", "unixgram", "unixpacket"} {
+		if rest, ok := strings.CutPrefix(addr, n+":"); ok {
+			return n, rest
+		}
+	}
+	return "tcp", addr
+}
+
+// hasPathPrefix reports whether s starts with a unix network, whose path
+// may hold '='.
+func hasPathPrefix(s string) bool {
+	network, _ := splitNetwork(s)
+	return pathNetworks[network]
+}
+
 // splitName splits "[NAME=]ADDR" and checks NAME.
 func splitName(s string) (name, addr string, err error) {
-	if strings.HasPrefix(s, unixPrefix) {
+	if hasPathPrefix(s) {
 		return "", s, nil
 	}
 	name, addr, found := strings.Cut(s, "=")
 	if !found {
 		return "", s, nil
 	}
-	if !strings.HasPrefix(addr, unixPrefix) && strings.Contains(addr, "=") {
+	if !hasPathPrefix(addr) && strings.Contains(addr, "=") {
 		return "", "", errors.New("more than one '='; " + nameForms)
 	}
 	return name, addr, checkName(name)
@@ -99,9 +145,10 @@ func checkName(name string) error {
 	return nil
 }
 
-// checkUnixPath reports why path cannot name a unix socket, or nil.
-func checkUnixPath(path string) error {
-	const want = "want unix:/PATH (for example unix:/run/app.sock)"
+// checkUnixPath reports why path cannot name a unix socket of network, or
+// nil.
+func checkUnixPath(network, path string) error {
+	want := fmt.Sprintf("want %s:/PATH (for example %s:/run/app.sock)", network, network)
 	switch {
 	case path == "":
 		return errors.New("empty unix socket path; " + want)
@@ -115,12 +162,13 @@ func checkUnixPath(path string) error {
 	return nil
 }
 
-// parseTCP checks HOST:PORT and returns it in canonical form.
-func parseTCP(addr string) (string, error) {
+// parseHostPort checks HOST:PORT of network "tcp" or "udp" and returns it
+// in canonical form.
+func parseHostPort(network, addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		if _, numErr := strconv.ParseUint(addr, 10, 16); numErr == nil {
-			return "", fmt.Errorf("%s; did you mean \":%s\"?", addrForms, addr)
+			return "", fmt.Errorf("%s; did you mean %q?", addrForms, (ListenSpec{Network: network, Address: ":" + addr}).display())
 		}
 		return "", errors.New(addrForms)
 	}

@@ -49,13 +49,13 @@ func checkSpec(t *testing.T, s string, spec ListenSpec) {
 		t.Fatalf("ParseListen(%q): accepted name %q: %v", s, spec.Name, checkName(spec.Name))
 	}
 	switch spec.Network {
-	case "unix":
+	case "unix", "unixgram", "unixpacket":
 		// The kernel ends a socket path at its first NUL byte: any other
 		// path would bind a different file than the one the user named.
 		if !filepath.IsAbs(spec.Address) || len(spec.Address) > maxUnixPath || strings.IndexByte(spec.Address, 0) >= 0 {
 			t.Fatalf("ParseListen(%q): accepted unix path %q", s, spec.Address)
 		}
-	case "tcp":
+	case "tcp", "udp":
 		host, port, err := net.SplitHostPort(spec.Address)
 		if err != nil {
 			t.Fatalf("ParseListen(%q): accepted address %q: %v", s, spec.Address, err)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -112,7 +113,7 @@ func helperInherited(w io.Writer) error {
 			fmt.Fprintf(w, "env %s=%s\n", k, v)
 		}
 	}
-	lns := make([]net.Listener, len(socks))
+	serve := make([]func() error, len(socks))
 	for i, s := range socks {
 		fd, flags, err := fdFlags(s.File, unix.F_GETFD)
 		if err != nil {
@@ -120,12 +121,59 @@ func helperInherited(w io.Writer) error {
 		}
 		_ = fd // a duplicate (see stableFile), so its number says nothing
 		fmt.Fprintf(w, "socket %s %s cloexec=%t\n", s.Name, s.Addr, flags&unix.FD_CLOEXEC != 0)
-		if lns[i], err = net.FileListener(s.File); err != nil {
+		if serve[i], err = pidServer(s.File); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintln(w, "ready")
-	return servePID(lns)
+	return runAll(serve)
+}
+
+// pidServer returns a function that answers one connection or datagram on
+// the socket f with this process' PID.
+func pidServer(f *os.File) (func() error, error) {
+	var typ int
+	var err error
+	if cerr := withFd(f, func(fd int) { typ, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE) }); cerr != nil || err != nil {
+		return nil, errors.Join(cerr, err)
+	}
+	if typ != unix.SOCK_DGRAM {
+		ln, err := net.FileListener(f)
+		if err != nil {
+			return nil, err
+		}
+		return func() error {
+			conn, err := ln.Accept()
+			if err == nil {
+				_, err = fmt.Fprintf(conn, "%d\n", os.Getpid())
+				err = errors.Join(err, conn.Close())
+			}
+			return err
+		}, nil
+	}
+	c, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, err
+	}
+	return func() error {
+		buf := make([]byte, 64)
+		_, from, err := c.ReadFrom(buf)
+		if err == nil {
+			_, err = c.WriteTo(fmt.Appendf(nil, "%d\n", os.Getpid()), from)
+		}
+		return err
+	}, nil
+}
+
+// runAll runs every function at once and returns their errors.
+func runAll(fns []func() error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(fns))
+	for i, fn := range fns {
+		wg.Go(func() { errs[i] = fn() })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // fdFlags returns f's descriptor and the result of fcntl(fd, cmd), without
@@ -329,15 +377,39 @@ func (c *child) mustSucceed(t *testing.T) {
 }
 
 // dialPID connects to a socket given as Socket.Addr and returns the PID
-// the peer writes.
+// the peer writes; to a datagram socket, it sends a datagram from a socket
+// of its own and reads the answer.
 func dialPID(t *testing.T, addr string) int {
 	t.Helper()
 	network, address := dialNetwork(addr)
-	conn, err := net.DialTimeout(network, address, testTimeout)
+	var conn net.Conn
+	var err error
+	if network == "unixgram" { // bound, so that the answer can come back
+		local := &net.UnixAddr{Name: filepath.Join(t.TempDir(), "client.sock"), Net: "unixgram"}
+		conn, err = net.DialUnix(network, local, &net.UnixAddr{Name: address, Net: network})
+	} else {
+		conn, err = net.DialTimeout(network, address, testTimeout)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	if network == "udp" || network == "unixgram" {
+		if _, err := conn.Write([]byte("pid?")); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(testTimeout))
+		buf := make([]byte, 64)
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(buf[:n])))
+		if err != nil {
+			t.Fatalf("read PID: %v", err)
+		}
+		return pid
+	}
 	return readPID(t, conn)
 }
 

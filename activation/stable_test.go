@@ -14,7 +14,7 @@ func TestFdLeavesSharedFlagAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	socks, err := Open([]ListenSpec{ls})
+	socks, err := Open([]ListenSpec{ls}, OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestFdLeavesSharedFlagAlone(t *testing.T) {
 
 func TestStableFileKeepsNonBlockingMode(t *testing.T) {
 	ls, _ := ParseListen("127.0.0.1:0")
-	socks, err := Open([]ListenSpec{ls})
+	socks, err := Open([]ListenSpec{ls}, OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

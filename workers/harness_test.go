@@ -62,7 +62,7 @@ func startPool(t testing.TB, spec Spec, opts ...harnessOpt) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	socks, err := activation.Open([]activation.ListenSpec{ls})
+	socks, err := activation.Open([]activation.ListenSpec{ls}, activation.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

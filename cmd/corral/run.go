@@ -170,7 +170,7 @@ func sockets(cfg config.Config, fs *pflag.FlagSet, log *logger) ([]activation.So
 		}
 		specs = append(specs, s)
 	}
-	return activation.Open(specs)
+	return activation.Open(specs, activation.OpenOptions{})
 }
 
 // supervise runs the pool until a signal stops it.
