@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,6 +34,16 @@ type Socket struct {
 	// created is the unix socket file Open bound, which Close removes;
 	// nil for TCP and inherited sockets.
 	created *createdPath
+}
+
+// Network returns the kind of socket, as --listen names it: "tcp", "udp",
+// "unix", "unixgram", "unixpacket", or "vsock", read from Addr.
+func (s Socket) Network() string {
+	if strings.HasPrefix(s.Addr, "vsock:") {
+		return "vsock"
+	}
+	network, _ := splitNetwork(s.Addr)
+	return network
 }
 
 // createdPath remembers a socket file and its identity, so Close removes

@@ -85,6 +85,9 @@ func ListenStream(value string) (listen, name string, err error) {
 	if err != nil {
 		return "", "", badInput(err)
 	}
+	if spec.Network != "tcp" && spec.Network != "unix" {
+		return "", "", badInput(fmt.Errorf("--listen %q: corral start writes stream sockets (ListenStream=) only; for a %s socket write the socket unit's ListenDatagram= or ListenSequentialPacket= yourself (README: UDP and other datagram sockets)", value, spec.Network))
+	}
 	if spec.Network == "unix" {
 		return spec.Address, spec.Name, nil
 	}

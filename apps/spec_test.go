@@ -37,6 +37,9 @@ func TestConfigTextRoundTrips(t *testing.T) {
 	if err := cfg.MemoryLimit.Set("536870912"); err != nil {
 		t.Fatal(err)
 	}
+	if err := cfg.ReceiveBuffer.Set("8M"); err != nil {
+		t.Fatal(err)
+	}
 	cfg.WorkingDirectory = "/srv/app"
 	cfg.Environment = map[string]string{"PORT": "3000", "NODE_ENV": "production", "WEIRD": "a \"b\" \\ c\n<&>"}
 	cfg.Listen = []string{"127.0.0.1:1"}
@@ -109,13 +112,14 @@ func TestListenStream(t *testing.T) {
 		{"[::1]:8080", "[::1]:8080", ""},
 		{"http=:80", "80", "http"},
 		{"unix:/run/app.sock", "/run/app.sock", ""},
+		{"tcp:127.0.0.1:8080", "127.0.0.1:8080", ""},
 	} {
 		l, n, err := ListenStream(tc.in)
 		if err != nil || l != tc.listen || n != tc.name {
 			t.Errorf("ListenStream(%q) = %q, %q, %v; want %q, %q", tc.in, l, n, err, tc.listen, tc.name)
 		}
 	}
-	for _, bad := range []string{"8080", "127.0.0.1:0", "nohost", "unix:relative"} {
+	for _, bad := range []string{"8080", "127.0.0.1:0", "nohost", "unix:relative", "udp::5353", "dns=udp:127.0.0.1:53", "unixgram:/run/log.sock", "unixpacket:/run/seq.sock"} {
 		if _, _, err := ListenStream(bad); !errors.Is(err, ErrBadInput) {
 			t.Errorf("ListenStream(%q): %v, want a bad input error", bad, err)
 		}

@@ -28,9 +28,12 @@ type Config struct {
 	Command []string `toml:"command"`
 
 	Instances Instances `toml:"instances" flag:"instances" short:"i" help:"workers to run: N, max or 0 for one per available CPU, -K for CPUs minus K"`
-	Listen    []string  `toml:"listen" flag:"listen" short:"l" help:"socket to open when systemd passed none: [NAME=]HOST:PORT, [NAME=]:PORT, [NAME=][::1]:PORT or [NAME=]unix:/PATH (repeatable)"`
-	Ready     string    `toml:"ready" flag:"ready" help:"when a new worker counts as online: auto (listen for Node workers, as PM2 without wait_ready; notify for others), notify (it sends READY=1 or \"online\" to $NOTIFY_SOCKET, or Node's process.send('ready')), listen (it waits for connections on one of the sockets, for apps that never notify) or exec (as soon as it runs)"`
-	IPC       string    `toml:"ipc" flag:"ipc" help:"Node's IPC channel for the workers (process.send('ready'), the 'shutdown' message): auto (for node and nodejs commands), node or none"`
+	Listen    []string  `toml:"listen" flag:"listen" short:"l" help:"socket to open when systemd passed none: [NAME=]HOST:PORT, [NAME=]:PORT, [NAME=][::1]:PORT (TCP; tcp:HOST:PORT too), [NAME=]udp:HOST:PORT, [NAME=]unix:/PATH, [NAME=]unixgram:/PATH or [NAME=]unixpacket:/PATH (repeatable)"`
+	// ReceiveBuffer, like Listen, applies to the sockets corral opens,
+	// when it starts.
+	ReceiveBuffer Size   `toml:"receive_buffer" flag:"receive-buffer" help:"receive buffer of each UDP socket corral opens, which holds the datagrams no worker has read yet: bytes, or 512K, 4M (default: the kernel's, net.core.rmem_default; above net.core.rmem_max needs CAP_NET_ADMIN)"`
+	Ready         string `toml:"ready" flag:"ready" help:"when a new worker counts as online: auto (listen for Node workers, as PM2 without wait_ready; notify for others), notify (it sends READY=1 or \"online\" to $NOTIFY_SOCKET, or Node's process.send('ready')), listen (it waits for connections on one of the sockets, for apps that never notify) or exec (as soon as it runs)"`
+	IPC           string `toml:"ipc" flag:"ipc" help:"Node's IPC channel for the workers (process.send('ready'), the 'shutdown' message): auto (for node and nodejs commands), node or none"`
 
 	ReadyTimeout  Duration `toml:"ready_timeout" flag:"ready-timeout" help:"how long a new worker may take to come online before it counts as failed"`
 	StopTimeout   Duration `toml:"stop_timeout" flag:"stop-timeout" help:"how long a worker may drain after the stop signal before SIGKILL"`
@@ -46,6 +49,10 @@ type Config struct {
 	Environment      map[string]string `toml:"environment" flag:"env" short:"e" help:"set an environment variable for the workers: KEY=VALUE (repeatable)"`
 	WorkingDirectory string            `toml:"working_directory" flag:"chdir" short:"C" help:"working directory of the workers (default: corral's)"`
 }
+
+// maxReceiveBuffer bounds receive_buffer: the kernel takes at most
+// INT_MAX / 2 for a socket buffer, and reports twice what it takes.
+const maxReceiveBuffer = 512 << 20
 
 // Default returns the settings corral uses when neither a file nor a flag
 // sets them.
@@ -121,6 +128,8 @@ func (c *Config) Validate() error {
 		return errors.New("stop signal: none set; want a signal such as SIGTERM")
 	case c.MaxMemory.Bytes() > 0 && c.MemoryLimit.Bytes() > 0 && c.MaxMemory.Bytes() >= c.MemoryLimit.Bytes():
 		return fmt.Errorf("max_memory %s is not below memory_limit %s: a worker would be killed by the OOM killer before it is recycled; lower max_memory (300M for a 512M limit, say) or raise memory_limit", &c.MaxMemory, &c.MemoryLimit)
+	case c.ReceiveBuffer.Bytes() > maxReceiveBuffer:
+		return fmt.Errorf("receive buffer %s: want at most 512M (the kernel caps a socket's buffer at 1G, twice what is asked)", &c.ReceiveBuffer)
 	}
 	for i, arg := range c.Command {
 		if strings.IndexByte(arg, 0) >= 0 {

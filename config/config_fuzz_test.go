@@ -39,7 +39,7 @@ func FuzzLoad(f *testing.F) {
 
 // settingNames are how Validate's errors begin: the setting's name.
 var settingNames = []string{"no command to run", "instances ", "ready ", "ipc ", "ready timeout ", "stop timeout ",
-	"max surge ", "reload failure ", "stop signal", "environment ", "command ", "working directory "}
+	"max surge ", "reload failure ", "stop signal", "environment ", "command ", "working directory ", "receive buffer "}
 
 func checkValidateError(t *testing.T, text []byte, err error) {
 	t.Helper()
@@ -80,6 +80,9 @@ func checkRunnable(t *testing.T, text []byte, c Config) {
 	}
 	if c.ReadyTimeout <= 0 || c.StopTimeout <= 0 || c.MaxSurge < 1 {
 		fail("timeouts or max_surge", []any{c.ReadyTimeout, c.StopTimeout, c.MaxSurge})
+	}
+	if n := c.ReceiveBuffer.Bytes(); n < 0 || n > 512<<20 {
+		fail("receive_buffer", &c.ReceiveBuffer)
 	}
 	if unix.SignalName(unix.Signal(c.StopSignal)) == "" {
 		fail("stop_signal", c.StopSignal)

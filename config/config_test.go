@@ -144,6 +144,7 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.MaxSurge = 0 }, "max surge 0"},
 		{func(c *Config) { c.ReloadFailure = "retry" }, `reload failure "retry"`},
 		{func(c *Config) { c.Environment = map[string]string{"A=B": "x"} }, `environment "A=B"`},
+		{func(c *Config) { c.ReceiveBuffer.Set("1G") }, "receive buffer 1G: want at most 512M"},
 	} {
 		c := Default()
 		c.Command = []string{"app"}

@@ -72,5 +72,8 @@ func (c *Config) Describe(instances int) string {
 	if c.MemoryLimit.Bytes() > 0 {
 		s += fmt.Sprintf(", memory limit %v", &c.MemoryLimit)
 	}
+	if c.ReceiveBuffer.Bytes() > 0 {
+		s += fmt.Sprintf(", UDP receive buffer %v", &c.ReceiveBuffer)
+	}
 	return s
 }

@@ -19,7 +19,8 @@ func TestFlagAndKeyAgree(t *testing.T) {
 	}{
 		"command":           {nil, `["app", "-v"]`},
 		"instances":         {[]string{"3"}, `3`},
-		"listen":            {[]string{"http=:1", "unix:/x.sock"}, `["http=:1", "unix:/x.sock"]`},
+		"listen":            {[]string{"http=:1", "unix:/x.sock", "dns=udp::53"}, `["http=:1", "unix:/x.sock", "dns=udp::53"]`},
+		"receive_buffer":    {[]string{"4M"}, `"4M"`},
 		"ready":             {[]string{"exec"}, `"exec"`},
 		"ipc":               {[]string{"none"}, `"none"`},
 		"ready_timeout":     {[]string{"5s"}, `"5s"`},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -151,11 +152,18 @@ func buildSpec(cfg config.Config, runtimeDir string) (workers.Spec, error) {
 func sockets(cfg config.Config, fs *pflag.FlagSet, log *logger) ([]activation.Socket, error) {
 	inherited, err := activation.Inherited()
 	if err != nil {
-		return nil, fmt.Errorf("sockets from systemd: %w", err)
+		err = fmt.Errorf("sockets from systemd: %w", err)
+		if errors.As(err, new(*activation.KindError)) {
+			err = usageError{err} // the socket unit is wrong: exit 2
+		}
+		return nil, err
 	}
 	if len(inherited) > 0 {
 		if len(cfg.Listen) > 0 {
 			log.infof("systemd passed %d sockets; ignoring the listen setting (%d addresses)", len(inherited), len(cfg.Listen))
+		}
+		if cfg.ReceiveBuffer.Bytes() > 0 {
+			log.infof("systemd passed the sockets; ignoring receive_buffer (%v): set ReceiveBuffer= in the socket unit", &cfg.ReceiveBuffer)
 		}
 		return inherited, nil
 	}
@@ -163,14 +171,49 @@ func sockets(cfg config.Config, fs *pflag.FlagSet, log *logger) ([]activation.So
 		return nil, usagef("no sockets for the workers: give --listen ADDR (for example --listen 127.0.0.1:8080), set listen = [\"127.0.0.1:8080\"] in the config file, or start corral from a systemd socket unit")
 	}
 	specs := make([]activation.ListenSpec, 0, len(cfg.Listen))
+	udp := false
 	for _, l := range cfg.Listen {
 		s, err := activation.ParseListen(l)
 		if err != nil {
 			return nil, usageError{err}
 		}
 		specs = append(specs, s)
+		udp = udp || s.Network == "udp"
 	}
-	return activation.Open(specs, activation.OpenOptions{})
+	if cfg.ReceiveBuffer.Bytes() > 0 && !udp {
+		return nil, usagef("receive_buffer %v: it sizes the UDP sockets corral opens, and listen names none: remove it, or add a udp:HOST:PORT address", &cfg.ReceiveBuffer)
+	}
+	socks, err := activation.Open(specs, activation.OpenOptions{ReceiveBuffer: int(cfg.ReceiveBuffer.Bytes())})
+	if err != nil {
+		return nil, err
+	}
+	checkReceiveBuffers(socks, int(cfg.ReceiveBuffer.Bytes()), log)
+	return socks, nil
+}
+
+// checkReceiveBuffers warns about each UDP socket whose receive buffer the
+// kernel made smaller than the want bytes asked for.
+func checkReceiveBuffers(socks []activation.Socket, want int, log *logger) {
+	for _, s := range socks {
+		if want == 0 || s.Network() != "udp" {
+			continue
+		}
+		if got, err := s.ReceiveBuffer(); err == nil && got < 2*want {
+			log.warnf("socket %s: receive_buffer %d bytes, but the kernel capped it at net.core.rmem_max (SO_RCVBUF %d, which counts twice the bytes): raise it (sysctl -w net.core.rmem_max=%d) or run corral with CAP_NET_ADMIN", s.Addr, want, got, want)
+		}
+	}
+}
+
+// socketLine describes a socket for the log at start: its address, its
+// name, and for a UDP socket its receive buffer as the kernel reports it.
+func socketLine(s activation.Socket) string {
+	line := fmt.Sprintf("socket %s (%s) goes to every worker", s.Addr, s.Name)
+	if s.Network() == "udp" {
+		if n, err := s.ReceiveBuffer(); err == nil {
+			line += fmt.Sprintf("; receive buffer %d bytes (SO_RCVBUF)", n)
+		}
+	}
+	return line
 }
 
 // supervise runs the pool until a signal stops it.
@@ -196,7 +239,7 @@ func supervise(pl place, dir string, spec workers.Spec, socks []activation.Socke
 		return err // the settings were checked already: a run-time failure, exit 1
 	}
 	for _, s := range socks {
-		log.infof("socket %s (%s) goes to every worker", s.Addr, s.Name)
+		log.infof("%s", socketLine(s))
 	}
 	log.infof("starting %d workers of %s; control socket %s (corral reload %s)",
 		spec.Instances, spec.Path, ctl.Path(), reloadHint(pl))
