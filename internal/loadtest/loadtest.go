@@ -1,6 +1,7 @@
-// Package loadtest is corral's one HTTP load generator: tests use it to
-// prove that reloads lose nothing, and bench to measure throughput,
-// latency and failures under reloads.
+// Package loadtest is corral's one load generator, for HTTP (Load) and for
+// datagram servers (Datagrams, in datagram.go): tests use it to prove that
+// reloads lose nothing, and bench to measure throughput, latency and
+// failures under reloads.
 //
 // A Load is a fixed set of clients that send requests to one server on
 // loopback, one after another, until Stop: some open a new connection per
