@@ -61,7 +61,7 @@ const maxLookups = 256
 // from one of the sockets, or "". It looks at the sockets it holds other
 // than the listeners, if it holds one of those.
 func (p *proc) acceptedFrom() (string, error) {
-	if len(p.conns) == 0 || len(p.fds) == 0 {
+	if len(p.conns) == 0 || len(p.fds) == 0 || !p.set.streams {
 		return "", nil // only a process that holds a listener accepts from it
 	}
 	if copyFDs && !p.noPidfd {
@@ -142,10 +142,12 @@ func (p *proc) loadAccepted() error {
 	p.acceptedLoaded = true
 	p.accepted = p.accepted[:0]
 	for i, id := range p.set.ids {
-		if id.family != unix.AF_INET && id.family != unix.AF_INET6 {
+		if id.family != unix.AF_INET && id.family != unix.AF_INET6 || id.sockType != unix.SOCK_STREAM {
 			continue
 		}
-		if slices.ContainsFunc(p.set.ids[:i], func(o socketID) bool { return o.family == id.family && o.port == id.port }) {
+		if slices.ContainsFunc(p.set.ids[:i], func(o socketID) bool {
+			return o.family == id.family && o.port == id.port && o.sockType == unix.SOCK_STREAM
+		}) {
 			continue // dumped already
 		}
 		if err := p.dumpTCP(id); err != nil {

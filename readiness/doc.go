@@ -1,5 +1,5 @@
 // Package readiness tells when a worker that never notifies has started
-// taking connections: corral's --ready=listen mode.
+// taking connections, or reading datagrams: corral's --ready=listen mode.
 //
 // Holding a listening socket proves nothing, since every worker inherits
 // the sockets (fds 3, 4, ...) before its first instruction. What changes
@@ -16,11 +16,16 @@
 //     in poll, ppoll, select or pselect6 with such a descriptor in its read
 //     set, read from /proc/PID/mem while the thread is still in the same
 //     call. This finds blocking accept loops, Python's http.server (poll)
-//     and gunicorn's sync workers (select); or
+//     and gunicorn's sync workers (select). For a datagram socket, a thread
+//     blocked in recvfrom, recvmsg, recvmmsg or read on it waits for a
+//     datagram (on a listening socket those return at once), which finds
+//     blocking read loops such as Python's sock.recvfrom; or
 //   - it holds a connection it has accepted from the socket, while holding
-//     the socket: a connected socket whose local address is the
-//     listener's (its TCP port, and address unless the listener's is the
-//     wildcard, or its unix socket name). A server busy with requests is
+//     the socket: a connected socket of the listener's type whose local
+//     address is the listener's (its TCP port, and address unless the
+//     listener's is the wildcard, or its unix socket name). A datagram
+//     socket has no connections, so this rule is for stream and seqpacket
+//     sockets only. A server busy with requests is
 //     rarely seen waiting in accept or select (Puma under load, a thread
 //     pool), but it holds connections. The address is read with
 //     getsockname(2) on a copy of the descriptor that pidfd_getfd(2)
@@ -79,7 +84,9 @@
 //
 // On amd64 all the system calls named above are recognized; arm64 has no
 // poll or select, and other architectures are inspected through accept4,
-// ppoll, pselect6 and epoll only.
+// ppoll, pselect6, the recv calls, read and epoll only (where a C library
+// reads through socketcall(2), as on 32-bit x86, the recv calls are not
+// seen).
 //
 // # Cost
 //

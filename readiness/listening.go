@@ -12,18 +12,20 @@ import (
 const maxProcs = 256
 
 // Listening reports whether process pid, or one of its descendants, is
-// waiting for connections on one of the sockets s, and if so a short reason
-// for logs such as "pid 123 polls socket:[4567] through epoll fd 9".
+// waiting for connections or datagrams on one of the sockets s, and if so a
+// short reason for logs such as "pid 123 polls socket:[4567] through epoll
+// fd 9".
 //
-// A process waits for connections when an epoll instance it holds watches
-// one of the sockets for input, or when one of its threads is blocked in
-// accept or accept4 on a descriptor of one of the sockets, or in poll,
-// ppoll, select or pselect6 with such a descriptor in its read set. A
-// process that holds a connection it accepted from one of the sockets (a
-// connected TCP socket whose local address is a listener's, or a connected
-// unix socket named as a listener is) has served, and counts too: a busy
-// server is rarely seen waiting. A process that merely holds the sockets,
-// as every worker does from its first instruction, is not listening.
+// A process waits when an epoll instance it holds watches one of the
+// sockets for input, or when one of its threads is blocked in accept or
+// accept4 on a descriptor of one of the sockets, or in recvfrom, recvmsg,
+// recvmmsg or read on one (a datagram socket), or in poll, ppoll, select
+// or pselect6 with such a descriptor in its read set. A process that holds
+// a connection it accepted from one of the sockets (a connected TCP socket
+// whose local address is a listener's, or a connected unix socket named as
+// a listener is) has served, and counts too: a busy server is rarely seen
+// waiting. A process that merely holds the sockets, as every worker does
+// from its first instruction, is not listening.
 //
 // A process that has exited, or exits while it is inspected, is not
 // listening: Listening returns (false, "", nil). Errors report an unexpected

@@ -196,9 +196,15 @@ func startHelper(t testing.TB, f *os.File, helper string) *child {
 // of its own, which the test kills when it ends.
 func start(t testing.TB, f *os.File, env []string, argv ...string) *child {
 	t.Helper()
+	return startFiles(t, []*os.File{f}, env, argv...)
+}
+
+// startFiles is start with files as descriptors 3, 4, ...
+func startFiles(t testing.TB, files []*os.File, env []string, argv ...string) *child {
+	t.Helper()
 	c := &child{cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{}), changed: make(chan struct{}, 1)}
 	c.cmd.Env = append(os.Environ(), env...)
-	c.cmd.ExtraFiles = []*os.File{f}
+	c.cmd.ExtraFiles = files
 	c.cmd.Stdout, c.cmd.Stderr = c, c
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var err error

@@ -14,7 +14,8 @@ import (
 // inodes of corral's own copies identify the workers' copies. The zero
 // Sockets holds none, and Listening reports false for it.
 type Sockets struct {
-	ids []socketID
+	ids     []socketID
+	streams bool // whether one of them is a listening stream or seqpacket socket
 }
 
 // socketID names a socket as /proc does: the inode number, and the device
@@ -52,6 +53,7 @@ func SocketsOf(files []*os.File) (Sockets, error) {
 			return Sockets{}, fmt.Errorf("readiness: %s: %w", f.Name(), err)
 		}
 		s.ids = append(s.ids, id)
+		s.streams = s.streams || id.sockType != unix.SOCK_DGRAM
 	}
 	return s, nil
 }
@@ -126,10 +128,11 @@ func (s Sockets) hasDev(ino, dev uint64) bool {
 	return false
 }
 
-// hasUnix reports whether one of the sockets is a named unix socket.
+// hasUnix reports whether one of the sockets is a named unix stream or
+// seqpacket socket, which connections are accepted from.
 func (s Sockets) hasUnix() bool {
 	for _, id := range s.ids {
-		if id.family == unix.AF_UNIX && id.name != "" {
+		if id.family == unix.AF_UNIX && id.name != "" && id.sockType != unix.SOCK_DGRAM {
 			return true
 		}
 	}
@@ -148,26 +151,38 @@ func (s Sockets) hasUnixName(typ int, name []byte) bool {
 }
 
 // acceptedFrom reports whether fd, a copy of a process' descriptor, is a
-// connection accepted from one of the sockets: a socket that is not
-// listening and whose local address is one of theirs. sa is scratch space
-// for the address; nothing is allocated.
+// connection accepted from one of the sockets: a stream or seqpacket
+// socket that is not listening, whose type and local address are one of
+// theirs. sa is scratch space for the address; nothing is allocated.
 func (s Sockets) acceptedFrom(fd int, sa *unix.RawSockaddrAny) bool {
 	l := uint32(unix.SizeofSockaddrAny)
 	if _, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&l))); e != 0 {
 		return false // not a socket
 	}
-	var listening int32
-	ll := uint32(4)
-	if _, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN,
-		uintptr(unsafe.Pointer(&listening)), uintptr(unsafe.Pointer(&ll)), 0); e != 0 || listening != 0 {
+	listening, ok := sockoptInt(fd, unix.SO_ACCEPTCONN)
+	if !ok || listening != 0 {
+		return false
+	}
+	typ, ok := sockoptInt(fd, unix.SO_TYPE)
+	if !ok || typ == unix.SOCK_DGRAM {
 		return false
 	}
 	for _, id := range s.ids {
-		if id.matches(sa, l) {
+		if id.sockType == int(typ) && id.matches(sa, l) {
 			return true
 		}
 	}
 	return false
+}
+
+// sockoptInt reads the SOL_SOCKET option opt of socket fd without
+// allocating.
+func sockoptInt(fd, opt int) (int32, bool) {
+	var v int32
+	l := uint32(4)
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, uintptr(opt),
+		uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&l)), 0)
+	return v, e == 0
 }
 
 // matches reports whether the local address sa, of length l, is the

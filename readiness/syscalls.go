@@ -7,13 +7,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The system calls in which a thread waits for connections. sysAccept,
-// sysPoll and sysSelect are defined per architecture: arm64 has no poll or
-// select, only ppoll and pselect6.
+// The system calls in which a thread waits for connections, or for a
+// datagram. sysAccept, sysPoll and sysSelect are defined per architecture:
+// arm64 has no poll or select, only ppoll and pselect6.
 const (
 	sysAccept4  = unix.SYS_ACCEPT4
 	sysPPoll    = unix.SYS_PPOLL
 	sysPSelect6 = unix.SYS_PSELECT6
+	sysRecvfrom = unix.SYS_RECVFROM
+	sysRecvmsg  = unix.SYS_RECVMSG
+	sysRecvmmsg = unix.SYS_RECVMMSG
+	sysRead     = unix.SYS_READ
 )
 
 // noSyscall stands for a system call an architecture does not have.
@@ -67,6 +71,14 @@ func syscallName(nr int) string {
 		return "select"
 	case sysPSelect6:
 		return "pselect6"
+	case sysRecvfrom:
+		return "recvfrom"
+	case sysRecvmsg:
+		return "recvmsg"
+	case sysRecvmmsg:
+		return "recvmmsg"
+	case sysRead:
+		return "read"
 	}
 	return "system call " + strconv.Itoa(nr)
 }

@@ -66,7 +66,9 @@ func (p *proc) blocked(task, tid int, sc syscallState) (string, error) {
 	var found bool
 	var err error
 	switch sc.nr {
-	case sysAccept, sysAccept4:
+	case sysAccept, sysAccept4, sysRecvfrom, sysRecvmsg, sysRecvmmsg, sysRead:
+		// On a listening socket, a read returns at once (ENOTCONN): a
+		// thread blocked in one waits for a datagram.
 		s, found = p.sockFD(int(int32(sc.args[0])))
 	case sysPoll, sysPPoll:
 		s, found, err = p.pollReads(sc.args[0], sc.args[1])
