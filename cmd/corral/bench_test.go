@@ -37,11 +37,12 @@ func BenchmarkStartToReady(b *testing.B) {
 	}
 }
 
-func build(b *testing.B, out, pkg string) {
-	b.Helper()
+// build builds the package pkg (a directory) into out.
+func build(tb testing.TB, out, pkg string) {
+	tb.Helper()
 	cmd := exec.Command("go", "build", "-o", out, pkg)
 	if msg, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+		tb.Fatalf("go build %s: %v\n%s", pkg, err, msg)
 	}
 }
 

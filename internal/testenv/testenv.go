@@ -1,7 +1,7 @@
 // Package testenv holds what corral's tests need from the machine and from
 // one another: tools and privileges that may be missing (Need, NeedRoot,
 // Missing: skipped on a developer's machine, failed in CI), free loopback
-// ports, files, a one-request HTTP client, waiting for state that sends no
+// ports (TCP and UDP), files, a one-request HTTP client, waiting for state that sends no
 // event (WaitFor), and a Buffer that collects a child's output or a
 // logger's lines.
 package testenv
@@ -130,6 +130,17 @@ func FreeAddr(t testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// FreeUDPAddr is FreeAddr for a UDP port.
+func FreeUDPAddr(t testing.TB) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
 }
 
 // WriteFile writes text to path, mode 0644, creating its directory.

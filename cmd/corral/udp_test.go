@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corraldev/corral/control"
+	"github.com/corraldev/corral/internal/loadtest"
+	"github.com/corraldev/corral/internal/testenv"
+	"github.com/corraldev/corral/workers"
+)
+
+// udpRate is the datagrams per second the reload tests send: the issue's
+// figure, each one answered. CORRAL_TEST_UDP_RATE sets another, to
+// measure.
+var udpRate = 5000
+
+func init() {
+	if n, err := strconv.Atoi(os.Getenv("CORRAL_TEST_UDP_RATE")); err == nil && n > 0 {
+		udpRate = n
+	}
+}
+
+// buildUDPEcho builds examples/udp-echo and returns its path.
+func buildUDPEcho(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "udp-echo")
+	build(t, bin, "../../examples/udp-echo")
+	return bin
+}
+
+// startDatagrams starts a datagram load on addr, stopped when t ends.
+func startDatagrams(t *testing.T, network, addr string) *loadtest.Datagrams {
+	t.Helper()
+	d, err := loadtest.DatagramOptions{Network: network, Addr: addr, Rate: udpRate}.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Stop() })
+	return d
+}
+
+// waitAnswered waits until every PID of pids has answered a datagram of d.
+func waitAnswered(t *testing.T, d *loadtest.Datagrams, pids []int) loadtest.DatagramCounts {
+	t.Helper()
+	return waitAnsweredSince(t, d, pids, loadtest.DatagramCounts{})
+}
+
+// waitAnsweredSince waits until every PID of pids has answered more
+// datagrams of d than it had in since.
+func waitAnsweredSince(t *testing.T, d *loadtest.Datagrams, pids []int, since loadtest.DatagramCounts) loadtest.DatagramCounts {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	c, err := d.Wait(ctx, func(c loadtest.DatagramCounts) bool {
+		return !slices.ContainsFunc(pids, func(pid int) bool { return c.ByPID[pid] <= since.ByPID[pid] })
+	})
+	if err != nil {
+		t.Fatalf("waiting for answers from every worker %v: %v; answers by PID %v", pids, err, c.ByPID)
+	}
+	return c
+}
+
+// TestUDPFanOut: two workers of the Go example on one UDP socket and one
+// unix datagram socket both answer (each answer names its PID), and
+// nothing else does.
+func TestUDPFanOut(t *testing.T) {
+	echo := buildUDPEcho(t)
+	addr := testenv.FreeUDPAddr(t)
+	path := filepath.Join(t.TempDir(), "log.sock")
+	in := runCorral(t, nil, "-i", "2", "--listen", "dns=udp:"+addr, "--listen", "log=unixgram:"+path, "--", echo)
+	st := waitServing(t, in, 2)
+	pids := []int{st.Workers[0].PID, st.Workers[1].PID}
+	for _, target := range []struct{ network, addr string }{{"udp", addr}, {"unixgram", path}} {
+		d := startDatagrams(t, target.network, target.addr)
+		waitAnswered(t, d, pids)
+		r, err := d.Stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Lost != 0 || r.Duplicated != 0 || r.Stray != 0 || len(r.ByPID) != 2 {
+			t.Errorf("%s %s: %d sent, %d lost, %d duplicated, %d stray, answers by PID %v; want every one answered once, by the 2 workers %v",
+				target.network, target.addr, r.Sent, r.Lost, r.Duplicated, r.Stray, r.ByPID, pids)
+		}
+		t.Logf("%s: %d datagrams, answered by PID: %v", target.network, r.Sent, r.ByPID)
+	}
+	if log := in.stderr.String(); !strings.Contains(log, "socket udp:"+addr+" (dns) goes to every worker; receive buffer ") ||
+		!strings.Contains(log, "socket unixgram:"+path+" (log) goes to every worker") {
+		t.Errorf("corral did not log the sockets as --listen names them:\n%s", log)
+	}
+}
+
+// reload asks in for a reload over its control socket, as `corral reload`
+// does, in this process: a run of the race-enabled test binary as `corral
+// reload` takes a second to start, which would space the reloads out.
+func reload(t *testing.T, in *instance) workers.ReloadResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	r, err := control.Reload(ctx, in.control)
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	return r
+}
+
+// waitServing is waitRunning, asking in this process, as reload does.
+func waitServing(t *testing.T, in *instance, n int) workers.Status {
+	t.Helper()
+	var st workers.Status
+	testenv.WaitFor(t, 30*time.Second, fmt.Sprintf("%d workers running", n), func() bool {
+		select {
+		case <-in.done:
+			t.Fatalf("corral exited with %v while starting", in.err)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		var err error
+		st, err = control.Status(ctx, in.control)
+		return err == nil && st.State == "running" && st.Online == n && len(st.Workers) == n
+	})
+	return st
+}
+
+// reloadN runs n back-to-back reloads, each of which must succeed, and
+// returns how long each took, as corral reports it.
+func reloadN(t *testing.T, in *instance, n int) []time.Duration {
+	t.Helper()
+	var took []time.Duration
+	for i := range n {
+		r := reload(t, in)
+		if !r.OK {
+			t.Fatalf("reload %d failed: %s", i+1, r.Message)
+		}
+		took = append(took, r.Duration)
+	}
+	return took
+}
+
+// spread returns the minimum, median and maximum of ds.
+func spread(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "(none)"
+	}
+	ds = slices.Sorted(slices.Values(ds))
+	return fmt.Sprintf("min %v, median %v, max %v", ds[0], ds[len(ds)/2], ds[len(ds)-1])
+}
+
+// checkDatagrams fails t unless the load lost nothing, duplicated nothing,
+// and ran: at least 90% of udpRate over its time, 1000 datagrams at the
+// least, and answered by at least minPIDs workers.
+func checkDatagrams(t *testing.T, what string, r loadtest.DatagramReport, err error, minPIDs int) {
+	t.Helper()
+	t.Logf("%s: %d datagrams sent in %v (%.0f/s), %d answered, %d lost, %d duplicated, %d stray; max wait for an answer %v; answered by %d workers",
+		what, r.Sent, r.Elapsed.Round(time.Millisecond), r.Rate(), r.Answered, r.Lost, r.Duplicated, r.Stray, r.MaxLatency.Round(time.Microsecond), len(r.ByPID))
+	switch {
+	case err != nil:
+		t.Errorf("%s: the load stopped early: %v", what, err)
+	case r.Sent < int64(0.9*float64(udpRate)*r.Elapsed.Seconds()) || r.Sent < 1000:
+		t.Errorf("%s: only %d datagrams sent in %v: the load did not run at %d/s", what, r.Sent, r.Elapsed, udpRate)
+	case r.Lost != 0 || r.Duplicated != 0 || r.Stray != 0:
+		t.Errorf("%s: %d lost (the first: %v), %d duplicated, %d stray", what, r.Lost, r.LostSeqs, r.Duplicated, r.Stray)
+	case len(r.ByPID) < minPIDs:
+		t.Errorf("%s: answered by %d workers (%v), want at least %d", what, len(r.ByPID), r.ByPID, minPIDs)
+	}
+}
+
+// TestUDPReloadsLoseNothing is issue 13's headline for Go: 20 back-to-back
+// reloads of two udp-echo workers while a client sends 5,000 numbered
+// datagrams a second: every one is answered, once.
+func TestUDPReloadsLoseNothing(t *testing.T) {
+	echo := buildUDPEcho(t)
+	addr := testenv.FreeUDPAddr(t)
+	in := runCorral(t, nil, "-i", "2", "--listen", "udp:"+addr, "--", echo)
+	before := waitServing(t, in, 2)
+	d := startDatagrams(t, "udp", addr)
+	waitAnswered(t, d, pidList(before))
+	took := reloadN(t, in, 20)
+	after := waitServing(t, in, 2)
+	r, err := d.Stop()
+	checkDatagrams(t, "20 reloads of udp-echo", r, err, 2*21)
+	t.Logf("reloads took %s", spread(took))
+	if after.Generation != 21 || slices.ContainsFunc(pidList(after), func(pid int) bool { return slices.Contains(pidList(before), pid) }) {
+		t.Errorf("workers not replaced: %v -> %v (generation %d)", pidList(before), pidList(after), after.Generation)
+	}
+}
+
+// TestUDPBrokenRelease: 20 back-to-back reloads to a release that exits at
+// start all fail, the old workers keep answering, and no datagram is lost.
+func TestUDPBrokenRelease(t *testing.T) {
+	echo := buildUDPEcho(t)
+	addr := testenv.FreeUDPAddr(t)
+	conf := filepath.Join(t.TempDir(), "udp.toml")
+	write := func(args ...string) {
+		testenv.WriteFile(t, conf, fmt.Sprintf("command = [%s]\ninstances = 2\nlisten = [\"udp:%s\"]\n", quoteAll(append([]string{echo}, args...)), addr))
+	}
+	write()
+	in := runCorral(t, nil, "--config", conf)
+	before := waitServing(t, in, 2)
+	d := startDatagrams(t, "udp", addr)
+	waitAnswered(t, d, pidList(before))
+	write("-fail")
+	for i := range 20 {
+		if r := reload(t, in); r.OK || !strings.Contains(r.Message, "exited with status 1 during start") ||
+			!strings.Contains(r.Message, "generation 1 kept") {
+			t.Fatalf("reload %d of a broken release: %+v", i+1, r)
+		}
+	}
+	after := waitServing(t, in, 2)
+	waitAnsweredSince(t, d, pidList(before), d.Counts()) // the old workers still answer
+	r, err := d.Stop()
+	checkDatagrams(t, "20 failed reloads of udp-echo", r, err, 2)
+	if pidsOf(after) != pidsOf(before) {
+		t.Errorf("the failed reloads changed the workers: %v -> %v", pidList(before), pidList(after))
+	}
+}
+
+// quoteAll returns words as TOML strings, comma-separated.
+func quoteAll(words []string) string {
+	q := make([]string, len(words))
+	for i, w := range words {
+		q[i] = strconv.Quote(w)
+	}
+	return strings.Join(q, ", ")
+}
