@@ -84,6 +84,9 @@ func contractWorker() int {
 				case *unix.SockaddrUnix:
 					f.Addr = "unix:" + a.Name
 				}
+				if typ == unix.SOCK_DGRAM { // as --listen writes them
+					f.Addr = strings.Replace("udp:"+f.Addr, "udp:unix:", "unixgram:", 1)
+				}
 			}
 		}
 		r.Fds = append(r.Fds, f)
@@ -130,6 +133,8 @@ func testWorkerContract(t *testing.T, nodeIPC bool) {
 	control := filepath.Join(runDir, "control.sock")
 	addr := testenv.FreeAddr(t)
 	unixPath := filepath.Join(t.TempDir(), "admin.sock")
+	udpAddr := testenv.FreeUDPAddr(t)
+	gramPath := filepath.Join(t.TempDir(), "log.sock")
 	// A manager for corral to notify, so that NOTIFY_SOCKET is set in its
 	// environment as under systemd; nothing reads it.
 	sysPath := filepath.Join(t.TempDir(), "systemd-notify.sock")
@@ -158,7 +163,8 @@ func testWorkerContract(t *testing.T, nodeIPC bool) {
 		"JOURNAL_STREAM=8:12345",
 	)
 	args := []string{"run", "--control", control, "-i", "2", "--stop-timeout", "2s", "-e", "APP_SETTING=from -e",
-		"--listen", "http=" + addr, "--listen", "admin=unix:" + unixPath}
+		"--listen", "http=" + addr, "--listen", "admin=unix:" + unixPath,
+		"--listen", "dns=udp:" + udpAddr, "--listen", "log=unixgram:" + gramPath}
 	if nodeIPC {
 		env = append(env, "NODE_OPTIONS=--max-old-space-size=64")
 		args = append(args, "--ipc", "node")
@@ -179,10 +185,10 @@ func testWorkerContract(t *testing.T, nodeIPC bool) {
 		return slices.Contains(contractVars.removed, k) || slices.Contains(contractVars.set, k) ||
 			k == "CORRAL_WORKER_INDEX" || k == "NODE_APP_INSTANCE" || k == "CORRAL_GENERATION" || k == "NODE_OPTIONS"
 	})
-	base = append(base, "APP_SETTING=from -e", "LISTEN_FDS=2", "LISTEN_FDNAMES=http:admin", "CORRAL_WORKERS=2")
+	base = append(base, "APP_SETTING=from -e", "LISTEN_FDS=4", "LISTEN_FDNAMES=http:admin:dns:log", "CORRAL_WORKERS=2")
 	if nodeIPC {
 		preload := filepath.Join(runDir, "corral-preload.js")
-		base = append(base, "NODE_CHANNEL_FD=5", "NODE_CHANNEL_SERIALIZATION_MODE=json",
+		base = append(base, "NODE_CHANNEL_FD=7", "NODE_CHANNEL_SERIALIZATION_MODE=json",
 			"NODE_OPTIONS=--require "+preload+" --max-old-space-size=64")
 	}
 	for _, st := range []struct {
@@ -197,7 +203,12 @@ func testWorkerContract(t *testing.T, nodeIPC bool) {
 				"CORRAL_WORKER_INDEX="+strconv.Itoa(slot), "NODE_APP_INSTANCE="+strconv.Itoa(slot),
 				"CORRAL_GENERATION="+strconv.Itoa(st.gen))
 			checkEnv(t, fmt.Sprintf("worker %d of generation %d", slot, st.gen), r.Env, want)
-			checkFds(t, r, addr, unixPath, nodeIPC)
+			checkFds(t, r, []contractFd{
+				{Addr: addr, Type: unix.SOCK_STREAM, Listening: true},
+				{Addr: "unix:" + unixPath, Type: unix.SOCK_STREAM, Listening: true},
+				{Addr: "udp:" + udpAddr, Type: unix.SOCK_DGRAM},
+				{Addr: "unixgram:" + gramPath, Type: unix.SOCK_DGRAM},
+			}, nodeIPC)
 		}
 	}
 }
@@ -246,12 +257,14 @@ func checkEnv(t *testing.T, who string, got, want []string) {
 }
 
 // checkFds checks the fd table: /dev/null, corral's stdout and stderr, the
-// two listening sockets in blocking mode, Node's channel, nothing else.
-func checkFds(t *testing.T, r contractReport, addr, unixPath string, nodeIPC bool) {
+// sockets in blocking mode (the listening stream sockets, then the
+// datagram ones: want's Addr, Type and Listening), Node's channel, nothing
+// else.
+func checkFds(t *testing.T, r contractReport, want []contractFd, nodeIPC bool) {
 	t.Helper()
-	n := 5
+	n := 3 + len(want)
 	if nodeIPC {
-		n = 6
+		n++
 	}
 	if len(r.Fds) != n {
 		t.Errorf("worker %d has %d fds, want %d: %+v", r.PID, len(r.Fds), n, r.Fds)
@@ -260,15 +273,16 @@ func checkFds(t *testing.T, r contractReport, addr, unixPath string, nodeIPC boo
 	if f := r.Fds[0]; f.Fd != 0 || f.Target != "/dev/null" {
 		t.Errorf("worker %d stdin is %+v, want /dev/null", r.PID, f)
 	}
-	for i, want := range []string{addr, "unix:" + unixPath} {
+	for i, w := range want {
 		f := r.Fds[3+i]
-		if f.Fd != 3+i || f.Addr != want || !f.Listening || f.Type != unix.SOCK_STREAM || f.Nonblock {
-			t.Errorf("worker %d fd %d is %+v, want a blocking listening stream socket on %s", r.PID, 3+i, f, want)
+		w.Fd, w.Target = 3+i, f.Target
+		if f != w || !strings.HasPrefix(f.Target, "socket:") {
+			t.Errorf("worker %d fd %d is %+v, want the blocking socket %+v", r.PID, 3+i, f, w)
 		}
 	}
-	if nodeIPC {
-		if f := r.Fds[5]; f.Fd != 5 || f.Type != unix.SOCK_STREAM || f.Listening || !strings.HasPrefix(f.Target, "socket:") {
-			t.Errorf("worker %d fd 5 is %+v, want Node's IPC channel, a connected unix stream socket", r.PID, f)
+	if ipc := 3 + len(want); nodeIPC {
+		if f := r.Fds[ipc]; f.Fd != ipc || f.Type != unix.SOCK_STREAM || f.Listening || !strings.HasPrefix(f.Target, "socket:") {
+			t.Errorf("worker %d fd %d is %+v, want Node's IPC channel, a connected unix stream socket", r.PID, ipc, f)
 		}
 	}
 }
