@@ -14,6 +14,13 @@
 //     with PORT=http) one named "http". The name "unknown" never matches.
 //  2. a TCP socket bound to that port, or a unix socket bound at that path.
 //
+// The same holds for UDP: a dgram socket's bind(port) (or bind({port}))
+// takes an inherited UDP socket named as the port or bound to it, as
+// bind({fd}) would: for a 'udp4' socket an IPv4 one, else an IPv6 one on
+// the wildcard address, which also receives IPv4 datagrams (the preload
+// then sends to IPv4 addresses through it, and reports IPv4 senders as
+// such); for a 'udp6' socket an IPv6 one.
+//
 // Each descriptor serves at most one server in this process: a later listen
 // on the same target behaves as Node would without this file (EADDRINUSE).
 // The preload is inert unless LISTEN_PID is this process' PID, and in worker
@@ -23,7 +30,8 @@
 // sd_listen_fds protocol, that the descriptors are not meant for them.
 // corral's node/README.md has the details and the limits.
 //
-// It also drains the process' HTTP servers when corral stops the worker,
+// It also drains the process' HTTP servers and UDP sockets when corral stops
+// the worker,
 // so that an app that knows nothing of keep-alive loses no request: from
 // the 'shutdown' message on Node's IPC channel, or SIGTERM or SIGINT,
 // whichever comes first, the servers on inherited sockets stop accepting
@@ -32,8 +40,11 @@
 // keep-alive connections are closed only after a grace period, and each
 // busy one only once it is idle after a response. server.close() stops
 // accepting and calls back once the connections are gone, without closing
-// idle connections at once as Node's own does. An app that handles none
-// of these itself exits, by the signal, once its servers are drained.
+// idle connections at once as Node's own does. A dgram socket on an
+// inherited descriptor stops reading (the datagrams it has not read stay
+// queued for the other workers) and no longer keeps the process alive. An
+// app that handles none of these itself exits, by the signal, once its
+// servers are drained and its dgram sockets have sent what they owe.
 // CORRAL_NODE_DRAIN=off turns the drain off.
 'use strict';
 
@@ -52,7 +63,9 @@ const firstFD = 3;
 const kernelMaxBacklog = 0x7fffffff;
 
 // inherited lists the descriptors passed to this process as {fd, name}, with
-// port or path filled in by locate; it is empty unless LISTEN_PID is ours.
+// kind ('tcp', 'udp', 'unix', 'unixgram' or 'unixpacket'), family (4 or 6),
+// port or path, and wildcard filled in by locate; it is empty unless
+// LISTEN_PID is ours.
 const inherited = listenFDs(process.env);
 
 // claimed holds the descriptors a server of this process has taken. They are
@@ -72,14 +85,14 @@ function listenFDs(env) {
   const fds = [];
   for (let i = 0; i < n; i++) {
     const name = names.length === n && names[i] !== 'unknown' ? names[i] : '';
-    fds.push({ fd: firstFD + i, name, port: 0, path: '' });
+    fds.push({ fd: firstFD + i, name, kind: '', family: 0, port: 0, path: '', wildcard: false });
   }
   return fds;
 }
 
-// locate fills in the port or path of each inherited listening socket from
-// /proc, once. A descriptor it cannot place (not a socket, or a socket of
-// another network namespace) can still match by name.
+// locate fills in the kind, address family, port or path of each inherited
+// socket from /proc, once. A descriptor it cannot place (not a socket, or a
+// socket of another network namespace) can still match by name.
 function locate() {
   if (located) return;
   located = true;
@@ -95,16 +108,21 @@ function locate() {
   if (byInode.size === 0) return;
   // "sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt
   // uid timeout inode ...", local_address "ADDR:PORT" in hex, st 0A = LISTEN.
-  for (const line of procLines('tcp').concat(procLines('tcp6'))) {
-    const f = line.trim().split(/\s+/);
-    const s = byInode.get(f[9]);
-    if (s && f[3] === '0A') s.port = parseInt(f[1].split(':')[1], 16);
+  for (const [file, kind, family] of [['tcp', 'tcp', 4], ['tcp6', 'tcp', 6], ['udp', 'udp', 4], ['udp6', 'udp', 6]]) {
+    for (const line of procLines(file)) {
+      const f = line.trim().split(/\s+/);
+      const s = byInode.get(f[9]);
+      if (!s || (kind === 'tcp' && f[3] !== '0A')) continue;
+      const [addr, port] = f[1].split(':');
+      Object.assign(s, { kind, family, port: parseInt(port, 16), wildcard: /^0+$/.test(addr) });
+    }
   }
   // "Num RefCount Protocol Flags Type St Inode Path", abstract paths as "@...".
+  const unixKinds = { '0001': 'unix', '0002': 'unixgram', '0005': 'unixpacket' };
   for (const line of procLines('unix')) {
-    const m = /^\s*\S+ \S+ \S+ \S+ \S+ \S+ (\d+) (.+)$/.exec(line);
-    const s = m && byInode.get(m[1]);
-    if (s) s.path = m[2];
+    const m = /^\s*\S+ \S+ \S+ \S+ (\S+) \S+ (\d+) (.+)$/.exec(line);
+    const s = m && byInode.get(m[2]);
+    if (s) Object.assign(s, { kind: unixKinds[m[1]] || 'unix?', path: m[3] });
   }
 }
 
@@ -156,16 +174,17 @@ function isPipeName(s) {
   return typeof s === 'string' && toNumber(s) === false;
 }
 
-// match returns the unclaimed inherited socket that t asks for, or undefined.
+// match returns the unclaimed inherited stream socket that t asks for, or
+// undefined.
 function match(t) {
   const name = t.port ? String(t.port) : t.path;
-  const free = inherited.filter((s) => !claimed.has(s.fd));
+  locate();
+  const free = inherited.filter((s) => !claimed.has(s.fd) && (s.kind === '' || s.kind === 'tcp' || s.kind === 'unix'));
   const byName = free.find((s) => s.name === name);
   if (byName) return byName;
-  locate();
-  if (t.port) return free.find((s) => s.port === t.port);
+  if (t.port) return free.find((s) => s.kind === 'tcp' && s.port === t.port);
   const want = t.path[0] === '\0' ? '@' + t.path.slice(1) : t.path;
-  return free.find((s) => s.path !== '' &&
+  return free.find((s) => s.kind === 'unix' && s.path !== '' &&
     (s.path === want || (path.isAbsolute(s.path) && s.path === path.resolve(want))));
 }
 
@@ -362,11 +381,13 @@ function onResponseFinish({ server }) {
   });
 }
 
-// startDrain drains every server, once; why is what started it.
+// startDrain drains every server and stops every shared dgram socket
+// reading, once; why is what started it.
 function startDrain(why) {
   if (stopping) return;
   stopping = why;
   for (const s of servers) drainServer(s, true);
+  for (const d of dgramSockets) stopReading(d);
 }
 
 // setupDrain starts the drain on the 'shutdown' message and on SIGTERM and
@@ -400,10 +421,12 @@ function setupDrain() {
 }
 
 // dieWhenDrained stops every HTTP server, the app's own included, and
-// kills the process with sig once their connections are gone.
+// kills the process with sig once their connections are gone and the
+// shared dgram sockets have sent what they owe (see whenSent), or at once
+// when nothing is left for the event loop to do.
 function dieWhenDrained(sig, listener) {
-  let left = 0;
-  const closed = () => { if (--left === 0) die(sig, listener); };
+  let left = 1; // this function's own, released below
+  const done = () => { if (--left === 0) die(sig, listener); };
   for (const s of servers) {
     drainServer(s, false);
     if (s.listening) {
@@ -411,13 +434,22 @@ function dieWhenDrained(sig, listener) {
       netClose.call(s);
     }
     left++;
-    s.once('close', closed);
+    s.once('close', done);
   }
-  if (left === 0) die(sig, listener);
+  for (const d of dgramSockets) {
+    left++;
+    whenSent(d, done);
+  }
+  process.once('beforeExit', () => die(sig, listener));
+  done();
 }
+
+let died = false;
 
 // die kills the process with sig, as Node would have without the preload.
 function die(sig, listener) {
+  if (died) return;
+  died = true;
   process.removeListener(sig, listener);
   process.kill(process.pid, sig);
 }
@@ -452,8 +484,218 @@ function listen(...args) {
   return this;
 }
 
+
+// Datagram sockets. dgram's bind({fd}) adopts an inherited UDP socket, and
+// the kernel hands each datagram to one of the workers that read it, so a
+// bind(port) that matches one becomes bind({fd}), as listen(port) becomes
+// listen({fd}). On the drain such a socket stops reading: what is queued
+// stays for the other workers, and what this worker has read it has
+// already handed to the app ('message' events), whose replies still go
+// out. Node's dgram has no public way to stop reading: the preload calls
+// recvStop on the socket's handle, which Node keeps under a symbol.
+
+const dgram = require('dgram');
+const nodeBind = dgram.Socket.prototype.bind;
+const nodeSend = dgram.Socket.prototype.send;
+
+// dgramSockets are the dgram sockets on inherited descriptors, until they
+// close.
+const dgramSockets = new Set();
+
+const kInFlight = Symbol('corral.inFlight'); // dgram socket: sends not called back yet
+const kQuiet = Symbol('corral.quiet');       // dgram socket: whenSent's timer
+const kSent = Symbol('corral.sent');         // dgram socket: whenSent's callback
+
+// bindTarget returns the port a bind call asks for (a number from 1 to
+// 65535, or a name string that is not a number), and its callback; null
+// for a bind to port 0, to a handle or an fd, or with no port.
+function bindTarget(args) {
+  const last = args[args.length - 1];
+  const cb = typeof last === 'function' ? last : null;
+  let port = args[0];
+  if (port !== null && typeof port === 'object') {
+    if ('fd' in port || typeof port.recvStart === 'function') return null;
+    port = port.port;
+  }
+  if (typeof port === 'string' && port.trim() !== '' && !/^\s*\d+\s*$/.test(port)) return { name: port, cb };
+  const n = Number(port);
+  if ((typeof port !== 'number' && typeof port !== 'string') || !Number.isInteger(n) || n < 1 || n > 65535) return null;
+  return { port: n, name: String(n), cb };
+}
+
+// matchUDP returns the unclaimed inherited UDP socket that t asks for, for
+// a dgram socket of type ('udp4' or 'udp6'), or undefined.
+function matchUDP(t, type) {
+  locate();
+  const free = inherited.filter((s) => !claimed.has(s.fd) && (s.kind === '' || s.kind === 'udp'));
+  const byName = free.find((s) => s.name === t.name);
+  if (byName || !t.port) return byName;
+  const onPort = free.filter((s) => s.kind === 'udp' && s.port === t.port);
+  if (type === 'udp6') return onPort.find((s) => s.family === 6);
+  return onPort.find((s) => s.family === 4) || onPort.find((s) => s.family === 6 && s.wildcard);
+}
+
+// dgramState returns Node's internal state of a dgram socket, or undefined.
+function dgramState(sock) {
+  const sym = Object.getOwnPropertySymbols(sock).find((x) => x.description === 'state symbol');
+  return sym && sock[sym];
+}
+
+// bind replaces dgram.Socket's bind while the preload is active.
+function bind(...args) {
+  const t = bindTarget(args);
+  const s = t && matchUDP(t, this.type);
+  if (!s) {
+    const o = args[0];
+    const fd = o !== null && typeof o === 'object' && typeof o.fd === 'number' ? o.fd : -1;
+    const r = nodeBind.apply(this, args);
+    if (inherited.some((i) => i.fd === fd)) {
+      claimed.add(fd);
+      share(this);
+    }
+    return r;
+  }
+  claimed.add(s.fd);
+  // bind({fd}) emits 'listening' before it returns, where bind(port) emits
+  // it a tick later: an app that listens for the event after bind() must
+  // still hear it.
+  let listened = false;
+  this.emit = function emit(event, ...rest) {
+    if (event === 'listening') {
+      listened = true;
+      return true;
+    }
+    return Object.getPrototypeOf(this).emit.call(this, event, ...rest);
+  };
+  try {
+    nodeBind.call(this, { fd: s.fd }, ...(t.cb ? [t.cb] : []));
+  } catch (err) {
+    claimed.delete(s.fd);
+    throw err;
+  } finally {
+    delete this.emit;
+  }
+  if (s.family !== 0 && s.family !== (this.type === 'udp6' ? 6 : 4)) adaptFamily(this, s.family);
+  share(this);
+  if (listened) process.nextTick(() => this.emit('listening'));
+  return this;
+}
+
+// share has the drain follow a dgram socket on an inherited descriptor.
+function share(sock) {
+  if (!drainOn) return;
+  sock[kShared] = true;
+  sock[kInFlight] = 0;
+  dgramSockets.add(sock);
+  sock.once('close', () => {
+    dgramSockets.delete(sock);
+    clearTimeout(sock[kQuiet]);
+    if (sock[kSent]) sock[kSent]();
+  });
+  if (stopping) stopReading(sock);
+}
+
+// adaptFamily lets a dgram socket of one address family use an inherited
+// socket of the other: a 'udp4' socket on an IPv6 socket (a dual-stack
+// [::]:PORT, what ListenDatagram=PORT and --listen udp::PORT bind) sends
+// to IPv4 addresses as IPv4-mapped IPv6 ones, and sees IPv4 senders as
+// IPv4 ('127.0.0.1', family 'IPv4'), as it would on its own socket; a
+// 'udp6' socket on an IPv4 one sends to IPv4-mapped addresses as IPv4.
+function adaptFamily(sock, family) {
+  const st = dgramState(sock);
+  const h = st && st.handle;
+  if (!h || typeof h.send6 !== 'function') return;
+  const proto = Object.getPrototypeOf(h);
+  const lookup = h.lookup;
+  const v4 = /^(\d{1,3}\.){3}\d{1,3}$/;
+  if (family === 6) {
+    h.send = h.send6;
+    h.connect = h.connect6;
+    h.lookup = (address, cb) => lookup(address, (err, ip, ...rest) =>
+      cb(err, !err && v4.test(ip) ? '::ffff:' + ip : ip, ...rest));
+    const onmessage = h.onmessage;
+    h.onmessage = function (nread, handle, buf, rinfo) {
+      if (rinfo && rinfo.family === 'IPv6' && rinfo.address.startsWith('::ffff:') && v4.test(rinfo.address.slice(7))) {
+        rinfo.address = rinfo.address.slice(7);
+        rinfo.family = 'IPv4';
+      }
+      return onmessage.apply(this, arguments);
+    };
+  } else {
+    h.send = proto.send;
+    h.connect = proto.connect;
+    h.lookup = (address, cb) => lookup(address, (err, ip, ...rest) =>
+      cb(err, !err && typeof ip === 'string' && ip.startsWith('::ffff:') && v4.test(ip.slice(7)) ? ip.slice(7) : ip, ...rest));
+  }
+}
+
+// send replaces dgram.Socket's send while the drain is on, to count the
+// sends of shared sockets that have not called back yet. Every form of
+// send takes a callback last, so one is added where the app gave none.
+function send(...args) {
+  if (!this[kShared]) return nodeSend.apply(this, args);
+  while (args.length > 1 && args[args.length - 1] === undefined) args.pop();
+  const cb = typeof args[args.length - 1] === 'function' ? args.pop() : null;
+  const sock = this;
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    if (--sock[kInFlight] === 0 && sock[kSent]) armQuiet(sock);
+  };
+  sock[kInFlight]++;
+  clearTimeout(sock[kQuiet]);
+  args.push(function (...r) {
+    finish();
+    if (cb) return cb.apply(this, r);
+  });
+  try {
+    return nodeSend.apply(this, args);
+  } catch (err) {
+    finish();
+    throw err;
+  }
+}
+
+// stopReading stops a shared dgram socket reading, so that the datagrams
+// queued in the socket go to the other workers, and unreferences it: an
+// app that has nothing else to do exits once its replies are sent.
+function stopReading(sock) {
+  const st = dgramState(sock);
+  if (st && st.handle && st.receiving) {
+    st.handle.recvStop();
+    st.receiving = false;
+  }
+  sock.unref();
+}
+
+// whenSent calls cb once the socket has no send in flight and none has
+// begun for graceMs: the replies the app owes for the datagrams it read
+// are out, even those it sends after some work of its own. An app with
+// nothing else to do exits sooner (dieWhenDrained's 'beforeExit').
+function whenSent(sock, cb) {
+  let called = false;
+  sock[kSent] = () => {
+    if (called) return;
+    called = true;
+    clearTimeout(sock[kQuiet]);
+    cb();
+  };
+  if (sock[kInFlight] === 0) armQuiet(sock);
+}
+
+function armQuiet(sock) {
+  clearTimeout(sock[kQuiet]);
+  sock[kQuiet] = setTimeout(() => sock[kSent](), graceMs);
+  sock[kQuiet].unref();
+}
+
 if (inherited.length > 0) {
   net.Server.prototype.listen = listen;
+  dgram.Socket.prototype.bind = bind;
   drainOn = process.env.CORRAL_NODE_DRAIN !== 'off';
-  if (drainOn) setupDrain();
+  if (drainOn) {
+    dgram.Socket.prototype.send = send;
+    setupDrain();
+  }
 }

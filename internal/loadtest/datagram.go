@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corraldev/corral/internal/proc"
 )
 
 // A Datagrams load is one client socket that sends a steady stream of
@@ -49,7 +51,12 @@ type DatagramCounts struct {
 // DatagramReport is everything a datagram load saw, once it has stopped.
 type DatagramReport struct {
 	DatagramCounts
-	Lost    int64         // sent, never answered
+	Lost int64 // sent, never answered
+	// Dropped counts the datagrams the kernel dropped meanwhile at the
+	// UDP sockets bound to the server's port, for a full receive buffer:
+	// those of Lost that no worker read in time (/proc/net/udp). It is -1
+	// when unknown: a unix datagram server, or no /proc.
+	Dropped int64
 	Elapsed time.Duration // from Start to the last datagram sent
 	// LostSeqs are the first lost numbers, in order.
 	LostSeqs []int64
@@ -74,6 +81,7 @@ type Datagrams struct {
 	sending chan struct{} // closed when the sender has returned
 	reading chan struct{} // closed when the reader has returned
 	local   string        // the client's socket file, for unixgram
+	drops   int64         // the server port's drops at Start, or -1
 
 	mu      sync.Mutex
 	counts  DatagramCounts
@@ -106,6 +114,7 @@ func (o DatagramOptions) Start() (*Datagrams, error) {
 		return nil, err
 	}
 	d.counts.ByPID = map[int]int64{}
+	d.drops = d.serverDrops()
 	d.start = time.Now()
 	go d.send()
 	go d.read()
@@ -142,6 +151,19 @@ func (d *Datagrams) open() error {
 	}
 	setBuffers(d.conn)
 	return nil
+}
+
+// serverDrops returns the kernel's drops at the server's UDP port, or -1.
+func (d *Datagrams) serverDrops() int64 {
+	a, ok := d.to.(*net.UDPAddr)
+	if !ok {
+		return -1
+	}
+	n, err := proc.UDPDrops(a.Port)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // clientBuffer is the client socket's receive and send buffer.
@@ -307,7 +329,10 @@ func (d *Datagrams) Stop() (DatagramReport, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	r := DatagramReport{DatagramCounts: d.snapshot(), Elapsed: d.elapsed}
+	r := DatagramReport{DatagramCounts: d.snapshot(), Elapsed: d.elapsed, Dropped: -1}
+	if now := d.serverDrops(); now >= 0 && d.drops >= 0 {
+		r.Dropped = now - d.drops
+	}
 	for seq, n := range d.answers {
 		if n == 0 {
 			r.Lost++

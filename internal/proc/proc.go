@@ -3,6 +3,7 @@
 // command line, and the list of all. It is corral's one parser of /proc/PID/stat:
 // notify traces the ancestors of a datagram's sender with it, bench
 // measures process trees, tests look for zombies and a machine's PID 1.
+// UDPDrops reads /proc/net/udp, for the datagram tests.
 //
 // ReadStat allocates nothing unless it fails, so that notify can call it
 // for every datagram.
@@ -233,4 +234,40 @@ func Cmdline(pid int) (string, error) {
 		return "", err
 	}
 	return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " ")), nil
+}
+
+// UDPDrops returns how many datagrams the kernel has dropped at the UDP
+// sockets of this network namespace bound to port, most often for a full
+// receive buffer: the sum of the drops column of /proc/net/udp and udp6
+// over the sockets whose local port is port.
+func UDPDrops(port int) (int64, error) {
+	var drops int64
+	for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		b, err := os.ReadFile(file)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // no IPv6
+		}
+		if err != nil {
+			return 0, err
+		}
+		// "sl local_address rem_address st ... inode ref pointer drops",
+		// local_address "ADDR:PORT" in hexadecimal.
+		lines := strings.Split(string(b), "\n")
+		for _, line := range lines[min(1, len(lines)):] {
+			f := strings.Fields(line)
+			if len(f) < 13 {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(f[1], ":")
+			if p, err := strconv.ParseUint(hexPort, 16, 16); err != nil || int(p) != port {
+				continue
+			}
+			n, err := strconv.ParseInt(f[len(f)-1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: drops %q: %w", file, f[len(f)-1], err)
+			}
+			drops += n
+		}
+	}
+	return drops, nil
 }

@@ -2,6 +2,7 @@ package proc
 
 import (
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,5 +148,31 @@ func BenchmarkReadStat(b *testing.B) {
 		if _, err := ReadStat(pid); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestUDPDrops fills a UDP socket's receive buffer that nobody reads and
+// counts the datagrams the kernel dropped.
+func TestUDPDrops(t *testing.T) {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	if n, err := UDPDrops(port); err != nil || n != 0 {
+		t.Fatalf("UDPDrops of a new socket = %d, %v; want 0", n, err)
+	}
+	c.(*net.UDPConn).SetReadBuffer(4096) // the kernel's least
+	s, err := net.Dial("udp", c.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for range 1000 {
+		s.Write(make([]byte, 1000))
+	}
+	if n, err := UDPDrops(port); err != nil || n < 900 {
+		t.Fatalf("UDPDrops after 1000 datagrams into a 4 KiB buffer = %d, %v; want at least 900", n, err)
 	}
 }
