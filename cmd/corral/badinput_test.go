@@ -18,6 +18,11 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
+	busyUDP, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busyUDP.Close()
 	notExec := filepath.Join(dir, "app.js")
 	os.WriteFile(notExec, []byte("console.log(1)"), 0o644)
 	badConf := filepath.Join(dir, "bad.toml")
@@ -37,6 +42,11 @@ func TestBadInput(t *testing.T) {
 		{"instances not a number", []string{"run", "-i", "four", "--", "true"}, 2, []string{`instances "four"`, "max"}},
 		{"bad address", []string{"run", "--listen", "localhost", "--", exe}, 2, []string{`--listen "localhost"`, "HOST:PORT"}},
 		{"bad port", []string{"run", "--listen", ":99999", "--", exe}, 2, []string{"99999"}},
+		{"udp without a colon", []string{"run", "--listen", "udp:5353", "--", exe}, 2, []string{`--listen "udp:5353"`, `did you mean "udp::5353"?`}},
+		{"relative unixgram path", []string{"run", "--listen", "unixgram:log.sock", "--", exe}, 2, []string{"unixgram:/PATH"}},
+		{"bad receive buffer", []string{"run", "--receive-buffer", "lots", "--listen", "udp::0", "--", exe}, 2, []string{`--receive-buffer`, `"lots"`, "300M"}},
+		{"receive buffer too big", []string{"run", "--receive-buffer", "1G", "--listen", "udp::0", "--", exe}, 2, []string{"receive buffer 1G", "at most 512M"}},
+		{"receive buffer without udp", []string{"run", "--receive-buffer", "4M", "--listen", ":0", "--", exe}, 2, []string{"receive_buffer 4M", "udp:HOST:PORT"}},
 		{"no sockets", []string{"run", "--", exe}, 2, []string{"no sockets for the workers", "--listen"}},
 		{"missing command", []string{"run", "--listen", ":0"}, 2, []string{"no command to run", "--"}},
 		{"command not found", []string{"run", "--listen", ":0", "--", "no-such-app-here"}, 2, []string{`"no-such-app-here"`, "give the full path"}},
@@ -48,6 +58,7 @@ func TestBadInput(t *testing.T) {
 		{"bad signal", []string{"run", "--stop-signal", "SIGNOPE", "--listen", ":0", "--", exe}, 2, []string{`"SIGNOPE"`, "SIGTERM"}},
 		{"bad policy", []string{"run", "--reload-failure", "retry", "--listen", ":0", "--", exe}, 2, []string{`"retry"`, "keep-old"}},
 		{"port in use", []string{"run", "--listen", busy.Addr().String(), "--", exe}, 1, []string{busy.Addr().String(), "already in use", "ss -ltnp"}},
+		{"udp port in use", []string{"run", "--listen", "udp:" + busyUDP.LocalAddr().String(), "--", exe}, 1, []string{"udp:" + busyUDP.LocalAddr().String(), "already in use", "ss -lunp"}},
 		{"reload with nothing running", []string{"reload", "--control", filepath.Join(dir, "none.sock")}, 1, []string{"no corral is running", "none.sock"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -45,22 +45,34 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	// systemd's sockets come first: a socket unit of a kind corral refuses
+	// is the mistake to report, before the config it leads to (with
+	// Accept=yes systemd starts a service per connection, under a name no
+	// config has).
+	inherited, err := inheritedSockets()
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		activation.Close(inherited)
+		return err
+	}
 	command := fs.Args()
 	load := func() (config.Config, error) { return loadConfig(pl.config, &flagCfg, fs, command) }
 	cfg, err := load()
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	dir, err := pl.makeDir()
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	spec, err := buildSpec(cfg, dir)
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	log := newLogger(stderr)
-	socks, err := sockets(cfg, fs, log)
+	socks, err := sockets(cfg, inherited, log)
 	if err != nil {
 		return err
 	}
@@ -148,8 +160,9 @@ func buildSpec(cfg config.Config, runtimeDir string) (workers.Spec, error) {
 	}, nil
 }
 
-// sockets returns the sockets systemd passed, or opens the --listen ones.
-func sockets(cfg config.Config, fs *pflag.FlagSet, log *logger) ([]activation.Socket, error) {
+// inheritedSockets returns the sockets systemd passed, if it did. A socket
+// unit that passes a kind corral refuses is a usage error (exit 2).
+func inheritedSockets() ([]activation.Socket, error) {
 	inherited, err := activation.Inherited()
 	if err != nil {
 		err = fmt.Errorf("sockets from systemd: %w", err)
@@ -158,6 +171,12 @@ func sockets(cfg config.Config, fs *pflag.FlagSet, log *logger) ([]activation.So
 		}
 		return nil, err
 	}
+	return inherited, nil
+}
+
+// sockets returns the sockets systemd passed (inherited), or opens the
+// --listen ones.
+func sockets(cfg config.Config, inherited []activation.Socket, log *logger) ([]activation.Socket, error) {
 	if len(inherited) > 0 {
 		if len(cfg.Listen) > 0 {
 			log.infof("systemd passed %d sockets; ignoring the listen setting (%d addresses)", len(inherited), len(cfg.Listen))
