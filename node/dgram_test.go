@@ -253,8 +253,8 @@ func dgramRollingReload(t *testing.T, script string, env ...string) loadtest.Dat
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d replacements: %d datagrams sent (%.0f/s), %d answered, %d lost (%d dropped by the kernel for a full buffer), %d duplicated; max wait %v",
-		dgramRolls, r.Sent, r.Rate(), r.Answered, r.Lost, r.Dropped, r.Duplicated, r.MaxLatency.Round(time.Microsecond))
+	t.Logf("%d replacements: %d datagrams sent (%.0f/s), %d answered, %d lost (the kernel dropped %d at the worker's full buffer, %d at the client's), %d duplicated; max wait %v",
+		dgramRolls, r.Sent, r.Rate(), r.Answered, r.Lost, r.Dropped, r.ClientDropped, r.Duplicated, r.MaxLatency.Round(time.Microsecond))
 	if r.Sent < 1000 {
 		t.Fatalf("only %d datagrams sent: the load did not run", r.Sent)
 	}

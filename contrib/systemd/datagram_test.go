@@ -1,6 +1,7 @@
 package systemd_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -87,16 +88,30 @@ func TestDatagramSocketUnit(t *testing.T) {
 		checkGeneration(t, st, 2, prev.Generation+1)
 		prev = st
 	}
-	// The old generation's workers drain; the load covers their exit.
+	// The old generation's workers drain; the load covers their exit, and
+	// reaches the last generation.
 	testenv.WaitFor(t, 30*time.Second, "the last old workers to exit", func() bool { return len(a.status(t).Workers) == 2 })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	last := workerPIDs(a.status(t))
+	if c, err := d.Wait(ctx, func(c loadtest.DatagramCounts) bool {
+		for pid := range last {
+			if c.ByPID[pid] == 0 {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatalf("the last generation %v answered nothing: %v; answers by PID %v", last, err, c.ByPID)
+	}
 	r, err := d.Stop()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("20 systemctl reloads (%s): %d datagrams sent in %v (%.0f/s), %d answered, %d lost (%d dropped by the kernel), %d duplicated; max wait %v; answered by %d workers",
-		spread(took), r.Sent, r.Elapsed.Round(time.Millisecond), r.Rate(), r.Answered, r.Lost, r.Dropped, r.Duplicated, r.MaxLatency.Round(time.Microsecond), len(r.ByPID))
-	if r.Lost != 0 || r.Duplicated != 0 || r.Stray != 0 || r.Sent < 1000 || len(r.ByPID) < 2*21 {
-		t.Errorf("%d sent, %d lost (the first: %v), %d duplicated, %d stray, answered by %d workers; want none lost or duplicated, answers from all 42",
+	t.Logf("20 systemctl reloads (%s): %d datagrams sent in %v (%.0f/s), %d answered, %d lost (the kernel dropped %d at the workers' buffer, %d at the client's), %d duplicated; max wait %v; answered by %d workers",
+		spread(took), r.Sent, r.Elapsed.Round(time.Millisecond), r.Rate(), r.Answered, r.Lost, r.Dropped, r.ClientDropped, r.Duplicated, r.MaxLatency.Round(time.Microsecond), len(r.ByPID))
+	if r.Lost != 0 || r.Duplicated != 0 || r.Stray != 0 || r.Sent < 1000 || len(r.ByPID) < 21 {
+		t.Errorf("%d sent, %d lost (the first: %v), %d duplicated, %d stray, answered by %d workers; want none lost or duplicated, answers from 21 of the 42 workers at least",
 			r.Sent, r.Lost, r.LostSeqs, r.Duplicated, r.Stray, len(r.ByPID))
 	}
 }

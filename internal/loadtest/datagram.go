@@ -57,7 +57,10 @@ type DatagramReport struct {
 	// those of Lost that no worker read in time (/proc/net/udp). It is -1
 	// when unknown: a unix datagram server, or no /proc.
 	Dropped int64
-	Elapsed time.Duration // from Start to the last datagram sent
+	// ClientDropped counts the answers the kernel dropped at the load's
+	// own socket, whose reader fell behind; -1 when unknown.
+	ClientDropped int64
+	Elapsed       time.Duration // from Start to the last datagram sent
 	// LostSeqs are the first lost numbers, in order.
 	LostSeqs []int64
 }
@@ -83,14 +86,15 @@ type Datagrams struct {
 	local   string        // the client's socket file, for unixgram
 	drops   int64         // the server port's drops at Start, or -1
 
-	mu      sync.Mutex
-	counts  DatagramCounts
-	sentAt  []int64 // by number: when it was sent, in ns since start
-	answers []uint8 // by number: answers seen, at most 255
-	sendErr error
-	elapsed time.Duration
-	changed chan struct{} // closed and replaced on each first answer
-	report  *DatagramReport
+	mu          sync.Mutex
+	counts      DatagramCounts
+	sentAt      []int64 // by number: when it was sent, in ns since start
+	answers     []uint8 // by number: answers seen, at most 255
+	sendErr     error
+	clientDrops int64
+	elapsed     time.Duration
+	changed     chan struct{} // closed and replaced on each first answer
+	report      *DatagramReport
 }
 
 // maxDatagrams bounds a load: 20 minutes at 50,000 datagrams per second.
@@ -322,6 +326,12 @@ func (d *Datagrams) Stop() (DatagramReport, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d.o.Wait)
 	defer cancel()
 	d.Wait(ctx, func(c DatagramCounts) bool { return c.Answered == c.Sent })
+	d.clientDrops = -1
+	if a, ok := d.conn.LocalAddr().(*net.UDPAddr); ok {
+		if n, err := proc.UDPDrops(a.Port); err == nil {
+			d.clientDrops = n // a new socket: all its drops are this load's
+		}
+	}
 	d.conn.Close()
 	<-d.reading
 	if d.local != "" {
@@ -329,7 +339,7 @@ func (d *Datagrams) Stop() (DatagramReport, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	r := DatagramReport{DatagramCounts: d.snapshot(), Elapsed: d.elapsed, Dropped: -1}
+	r := DatagramReport{DatagramCounts: d.snapshot(), Elapsed: d.elapsed, Dropped: -1, ClientDropped: d.clientDrops}
 	if now := d.serverDrops(); now >= 0 && d.drops >= 0 {
 		r.Dropped = now - d.drops
 	}

@@ -75,7 +75,7 @@ func TestDatagramsEveryOneAnswered(t *testing.T) {
 			if network == "unixgram" {
 				wantDropped = -1
 			}
-			if r.Sent < 500 || r.Answered != r.Sent || r.Lost != 0 || r.Duplicated != 0 || r.Stray != 0 || r.ByPID[42] != r.Sent || r.Dropped != wantDropped {
+			if r.Sent < 500 || r.Answered != r.Sent || r.Lost != 0 || r.Duplicated != 0 || r.Stray != 0 || r.ByPID[42] != r.Sent || r.Dropped != wantDropped || r.ClientDropped != wantDropped {
 				t.Errorf("report %+v: want every datagram answered once, by pid 42", r)
 			}
 			if rate := r.Rate(); rate < 1500 || rate > 2500 {
