@@ -24,8 +24,8 @@
 // Each descriptor serves at most one server in this process: a later listen
 // on the same target behaves as Node would without this file (EADDRINUSE).
 // The preload is inert unless LISTEN_PID is this process' PID, and in worker
-// threads. It opens nothing until a listen call needs an address, keeps
-// nothing alive, prints nothing, and changes no environment variable: child
+// threads. It opens nothing until a listen or bind call needs an address,
+// keeps nothing alive, prints nothing, and changes no environment variable: child
 // processes see a LISTEN_PID that is not theirs, which tells them, by the
 // sd_listen_fds protocol, that the descriptors are not meant for them.
 // corral's node/README.md has the details and the limits.

@@ -23,9 +23,9 @@ import (
 
 const runHelp = `Usage: corral run [flags] -- COMMAND [ARG...]
 
-Runs COMMAND as N workers that all get the same listening sockets, exactly as
-systemd passes them: fds 3.., LISTEN_FDS, LISTEN_FDNAMES, and LISTEN_PID set to
-the worker's own PID. A worker is online when it sends READY=1 (or "online") to
+Runs COMMAND as N workers that all get the same sockets (listening TCP and unix
+sockets, UDP and unix datagram sockets), exactly as systemd passes them: fds 3..,
+LISTEN_FDS, LISTEN_FDNAMES, and LISTEN_PID set to the worker's own PID. A worker is online when it sends READY=1 (or "online") to
 $NOTIFY_SOCKET, which corral owns. Each worker also gets CORRAL_WORKER_INDEX
 (its slot, 0..N-1, also as NODE_APP_INSTANCE), CORRAL_WORKERS and
 CORRAL_GENERATION.
