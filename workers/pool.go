@@ -332,7 +332,9 @@ func (p *Pool) Status(ctx context.Context) (Status, error) {
 	case <-ctx.Done():
 		return Status{}, ctx.Err()
 	}
-	return <-reply, nil
+	st := <-reply
+	st.Corral = readSelf() // here, not in Run: /proc is read off the pool's goroutine
+	return st, nil
 }
 
 // Kill sends SIGKILL to every worker at once (a second SIGTERM).

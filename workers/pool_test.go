@@ -253,3 +253,20 @@ func TestReadyListen(t *testing.T) {
 	}
 	waitLog(t, h, "listening: pid", 1)
 }
+
+// Status carries corral's own figures, read from /proc: they are this
+// process's, and a descriptor corral opens shows in them.
+func TestStatusShowsCorralItself(t *testing.T) {
+	h := startPool(t, testSpec(t, "ready", 1))
+	st := h.waitOnline(1)
+	c := st.Corral
+	if c.PID != os.Getpid() || c.Threads < 1 || c.Goroutines < 1 || c.RSSBytes < 1<<20 || c.FDs < 5 {
+		t.Fatalf("corral's figures %+v: want this process (%d), at least a thread, a goroutine, 1 MiB and 5 fds", c, os.Getpid())
+	}
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h.waitFor("one more fd in the status", func(st Status) bool { return st.Corral.FDs == c.FDs+1 })
+}

@@ -33,6 +33,8 @@ type Status struct {
 	// memory controller) or "/proc" (the workers' process trees).
 	Accounting string `json:"accounting"`
 
+	Corral Self `json:"corral"` // corral's own process
+
 	Workers []WorkerStatus `json:"workers"`
 }
 
