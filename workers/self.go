@@ -3,6 +3,7 @@ package workers
 import (
 	"os"
 	"runtime"
+	"runtime/metrics"
 
 	"github.com/corraldev/corral/internal/proc"
 )
@@ -18,6 +19,11 @@ type Self struct {
 	Threads    int   `json:"threads"`    // OS threads
 	Goroutines int   `json:"goroutines"` // live goroutines
 	RSSBytes   int64 `json:"rss_bytes"`  // resident memory (VmRSS)
+	// HeapBytes is the Go heap that the last garbage collection found
+	// live: what a leak makes grow. RSS also holds the garbage made since,
+	// up to the collector's goal (at least 4 MiB), so it climbs by a few
+	// MiB after start while this stays flat.
+	HeapBytes int64 `json:"heap_live_bytes"`
 }
 
 // readSelf reads this process's figures.
@@ -31,6 +37,10 @@ func readSelf() Self {
 	}
 	if rss, err := proc.RSS(s.PID); err == nil {
 		s.RSSBytes = rss
+	}
+	m := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	if metrics.Read(m); m[0].Value.Kind() == metrics.KindUint64 {
+		s.HeapBytes = int64(m[0].Value.Uint64())
 	}
 	return s
 }
