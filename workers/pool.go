@@ -116,7 +116,9 @@ type Pool struct {
 	everOnline bool
 	stopping   bool
 	fatal      error
-	spoofed    uint64
+	received   uint64 // notify messages handled
+	spoofed    uint64 // of them, from strangers
+	gone       recent // workers that exited lately, for their late datagrams
 	ipcDropped uint64
 	probes     uint64       // looks at starting ReadyListen workers
 	probeTick  *time.Ticker // runs only while a ReadyListen worker starts

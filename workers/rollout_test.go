@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/corraldev/corral/internal/loadtest"
+	"github.com/corraldev/corral/notify"
 )
 
 // reload asks for a reload and fails the test unless it ends as wantOK.
@@ -255,5 +256,29 @@ func TestManyReloadsLeakNothing(t *testing.T) {
 	}
 	if z := zombies(t); len(z) > 0 {
 		t.Errorf("zombie children: %v", z)
+	}
+}
+
+// A worker's last datagram (STOPPING=1 as it exits, say) can reach the
+// pool after its exit does, when the pool's goroutine takes the exit
+// first: the datagram was queued on the socket before the exit, but the
+// two come on different channels. It came from a worker all the same, so
+// it is handled quietly, neither counted as a stranger's nor logged as
+// one; a stranger's still is. The datagrams are put on the pool's channel
+// directly: the order of two channels cannot be forced from outside.
+func TestLateMessageOfAnExitedWorker(t *testing.T) {
+	h := startPool(t, testSpec(t, "ready", 1))
+	old := h.waitOnline(1).Workers[0].PID
+	h.reload(true)
+	before := h.settle(1)
+	for _, pid := range []int{old, os.Getpid()} {
+		h.pool.msgs <- notify.Message{PID: pid, Stopping: true, HasStatus: true, Status: "bye"}
+	}
+	st := h.waitFor("both handled", func(st Status) bool { return st.Received == before.Received+2 })
+	if st.Ignored != before.Ignored+1 || strings.Count(h.log.String(), "which is not a worker") != 1 {
+		t.Errorf("ignored %d -> %d, want +1: only the stranger's; log:\n%s", before.Ignored, st.Ignored, h.log)
+	}
+	if st.Workers[0].Status != "" || st.State != "running" {
+		t.Errorf("the late datagram changed the pool: %+v", st)
 	}
 }
