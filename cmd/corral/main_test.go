@@ -44,7 +44,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "no test worker %q\n", w)
 		os.Exit(3)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeBuilt()
+	os.Exit(code)
 }
 
 // echoWorker takes its sockets with go-systemd's activation.Listeners,
