@@ -442,16 +442,28 @@ func (p *Pool) stop(w *worker, why string) {
 		grace := shutdownGrace(w.spec)
 		p.opts.Logf("%s: stopping (%s): sent 'shutdown'; %s follows in %v", w, why, sigName(w.spec.StopSignal), grace)
 		w.signalTimer = p.after(grace, timerEvent{kind: signalNow, w: w})
+		p.wake(w)
 		return
 	}
 	p.opts.Logf("%s: stopping (%s): sending %s", w, why, sigName(w.spec.StopSignal))
 	p.sendStop(w)
 }
 
-// sendStop sends w its stop signal.
+// sendStop sends w its stop signal, then SIGCONT (see wake).
 func (p *Pool) sendStop(w *worker) {
 	if err := w.signal(w.spec.StopSignal); err != nil {
 		p.opts.Warnf("%s: send %s: %v", w, sigName(w.spec.StopSignal), err)
+	}
+	p.wake(w)
+}
+
+// wake sends w SIGCONT, as systemd does after a stop signal: a worker
+// stopped by SIGSTOP, a debugger or job control would otherwise act on
+// its stop request only at the stop timeout's SIGKILL. A worker that runs
+// ignores it.
+func (p *Pool) wake(w *worker) {
+	if err := w.signal(syscall.SIGCONT); err != nil {
+		p.opts.Warnf("%s: send SIGCONT: %v", w, err)
 	}
 }
 
