@@ -37,6 +37,8 @@ func TestMain(m *testing.M) {
 		os.Exit(echoWorker())
 	case "storm":
 		os.Exit(stormWorker())
+	case "http":
+		os.Exit(httpWorker())
 	case "contract":
 		os.Exit(contractWorker())
 	case "crash":
