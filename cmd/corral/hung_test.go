@@ -21,18 +21,21 @@ import (
 )
 
 // httpWorker serves HTTP with httpworker, answering "PID SLOT GENERATION".
-// A worker of generation N first waits for the FIFO $CORRAL_TEST_GATES/gen-N
-// to be written, if it exists. A worker of generation $CORRAL_TEST_STUBBORN
-// ignores SIGTERM.
+// A worker of generation N in slot S first waits for the FIFO
+// $CORRAL_TEST_GATES/gen-N-slot-S, or else gen-N, to be written, if it
+// exists. A worker of generation $CORRAL_TEST_STUBBORN ignores SIGTERM.
 func httpWorker() int {
-	gen := os.Getenv("CORRAL_GENERATION")
+	gen, slot := os.Getenv("CORRAL_GENERATION"), os.Getenv("CORRAL_WORKER_INDEX")
 	if dir := os.Getenv("CORRAL_TEST_GATES"); dir != "" {
-		gate := filepath.Join(dir, "gen-"+gen)
-		if _, err := os.Stat(gate); err == nil {
-			if _, err := os.ReadFile(gate); err != nil {
+		for _, gate := range []string{"gen-" + gen + "-slot-" + slot, "gen-" + gen} {
+			if _, err := os.Stat(filepath.Join(dir, gate)); err != nil {
+				continue
+			}
+			if _, err := os.ReadFile(filepath.Join(dir, gate)); err != nil {
 				fmt.Fprintln(os.Stderr, "test worker: gate:", err)
 				return 6
 			}
+			break
 		}
 	}
 	opts := httpworker.Options{}
@@ -40,7 +43,7 @@ func httpWorker() int {
 		signal.Ignore(syscall.SIGTERM)
 		opts.Signals = []os.Signal{syscall.SIGUSR2} // never sent
 	}
-	id := fmt.Sprintf("%d %s %s\n", os.Getpid(), os.Getenv("CORRAL_WORKER_INDEX"), gen)
+	id := fmt.Sprintf("%d %s %s\n", os.Getpid(), slot, gen)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(id)) })}
 	if err := httpworker.Serve(context.Background(), srv, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "test worker:", err)
@@ -106,13 +109,15 @@ func (in *instance) candidate(t *testing.T) int {
 	return pid
 }
 
-// waitGone waits until none of pids exists any more.
+// waitGone waits until none of pids runs any more: each is gone, or a
+// zombie (an orphan waits as one for the process that inherited it to
+// reap it).
 func waitGone(t *testing.T, timeout time.Duration, pids ...int) time.Duration {
 	t.Helper()
 	start := time.Now()
 	testenv.WaitFor(t, timeout, fmt.Sprintf("pids %v to exit", pids), func() bool {
 		for _, pid := range pids {
-			if !processGone(pid) {
+			if st, err := proc.ReadStat(pid); err == nil && !st.Zombie() {
 				return false
 			}
 		}
