@@ -39,6 +39,8 @@ func TestMain(m *testing.M) {
 		os.Exit(stormWorker())
 	case "http":
 		os.Exit(httpWorker())
+	case "abuser":
+		os.Exit(abuserWorker())
 	case "contract":
 		os.Exit(contractWorker())
 	case "crash":
