@@ -100,6 +100,7 @@ type slot struct {
 type Pool struct {
 	opts     Options
 	probe    readiness.Sockets // for ReadyListen
+	baseFDs  int               // descriptors corral holds besides its workers' (see checkFileLimit)
 	launcher *activation.Launcher
 	herald   *herald
 
@@ -215,6 +216,11 @@ func New(opts Options) (*Pool, error) {
 	p.probe = probe
 	spec := opts.Spec
 	p.spec = &spec
+	// Up to two workers a slot during a reload, the old one draining.
+	p.baseFDs = baseFDs(1) // and the workers' stdin, which Run opens
+	if err := checkFileLimit(p.spec, 2*spec.Instances, p.baseFDs); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 

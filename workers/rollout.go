@@ -51,6 +51,9 @@ func (p *Pool) beginRollout(waiters []chan ReloadResult) {
 	if p.opts.Load != nil {
 		var err error
 		spec, err = p.opts.Load()
+		if err == nil {
+			err = checkFileLimit(&spec, 2*spec.Instances, p.baseFDs)
+		}
 		if err != nil {
 			r := ReloadResult{Generation: p.generation, Message: fmt.Sprintf(
 				"reload failed: %v; no worker was touched, generation %d keeps serving", err, p.generation)}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/corraldev/corral/control"
+	"github.com/corraldev/corral/internal/testenv"
+	"github.com/corraldev/corral/workers"
+)
+
+// limitedCorral returns `corral run ARGS -- TESTBINARY` (echo workers)
+// under an open file limit of n, soft and hard, as `ulimit -n` or
+// LimitNOFILE= set it.
+func limitedCorral(t *testing.T, n int, ctl string, args ...string) *exec.Cmd {
+	t.Helper()
+	prlimit := testenv.Need(t, "prlimit", "util-linux")
+	run := append([]string{"--nofile=" + strconv.Itoa(n) + ":" + strconv.Itoa(n), "--", testExe(t),
+		"run", "--control", ctl}, append(args, "--", testExe(t))...)
+	cmd := exec.Command(prlimit, run...)
+	cmd.Env = append(os.Environ(), "CORRAL_TEST_MAIN=1", "CORRAL_TEST_WORKER=echo", "NOTIFY_SOCKET=")
+	return cmd
+}
+
+var atLeast = regexp.MustCompile(`raise it to at least (\d+)`)
+
+// TestFileLimitTooLow is the first half of the resource limits row: an
+// open file limit too low for the workers and sockets is a clear error at
+// start, before any worker starts, and names the limit that works: with
+// it corral runs and reloads, one below it refuses to start. A reload to
+// more workers than the limit allows fails before any worker is touched.
+func TestFileLimitTooLow(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "api.toml")
+	addrs := []string{testenv.FreeAddr(t), testenv.FreeAddr(t)}
+	config := func(instances int) {
+		testenv.WriteFile(t, conf, fmt.Sprintf("command = [%q]\ninstances = %d\nlisten = [%q, %q]\n",
+			testExe(t), instances, addrs[0], addrs[1]))
+	}
+	config(2)
+	args := []string{"--config", conf}
+	refuse := func(n int) (string, int) {
+		ctl := filepath.Join(t.TempDir(), "control.sock")
+		out, code := runBounded(t, limitedCorral(t, n, ctl, args...))
+		if _, err := os.Stat(ctl); !os.IsNotExist(err) {
+			t.Errorf("limit %d: the control socket is left behind: %v", n, err)
+		}
+		return out, code
+	}
+	out, code := refuse(16)
+	m := atLeast.FindStringSubmatch(out)
+	if code != 1 || m == nil || !strings.Contains(out, "open file limit (RLIMIT_NOFILE) is 16") || !strings.Contains(out, "LimitNOFILE=") {
+		t.Fatalf("corral under a limit of 16: exit %d:\n%s\nwant 1, the limit, the number that works and how to raise it", code, out)
+	}
+	if strings.Contains(out, "): started") {
+		t.Errorf("a worker was started under a limit too low:\n%s", out)
+	}
+	need, _ := strconv.Atoi(m[1])
+	t.Logf("under a limit of 16: %s", lastLine(out))
+	if out, code := refuse(need - 1); code != 1 || !strings.Contains(out, "raise it to at least "+m[1]) {
+		t.Errorf("corral under a limit of %d, one below what it asked for: exit %d:\n%s", need-1, code, out)
+	}
+
+	ctl := filepath.Join(t.TempDir(), "control.sock")
+	in := startInstance(t, limitedCorral(t, need, ctl, args...), ctl)
+	in.waitRunning(2)
+	reload := func() workers.ReloadResult {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r, err := control.Reload(ctx, ctl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for i := range 5 {
+		if r := reload(); !r.OK {
+			t.Fatalf("reload %d under the limit corral asked for (%d): %s", i+1, need, r.Message)
+		}
+	}
+	before := in.waitSettled(2)
+	config(20)
+	r := reload()
+	t.Logf("reload to 20 workers under a limit of %d: %s", need, r.Message)
+	if r.OK || !strings.Contains(r.Message, "open file limit") || !strings.Contains(r.Message, "no worker was touched") {
+		t.Errorf("reload to 20 workers under a limit of %d: %+v, want a failure before any worker is touched", need, r)
+	}
+	if after := in.waitSettled(2); pidsOf(after) != pidsOf(before) {
+		t.Errorf("the failed reload changed the workers: %v -> %v", pidsOf(before), pidsOf(after))
+	}
+}
+
+// runBounded runs cmd, a corral expected to exit by itself, and returns
+// its output and exit code. If it still runs after 20 s, it gets SIGTERM
+// and the test fails.
+func runBounded(t *testing.T, cmd *exec.Cmd) (string, int) {
+	t.Helper()
+	var out testenv.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-done
+		t.Errorf("corral still ran 20s after it started, though it should have refused to:\n%s", out.String())
+	}
+	return out.String(), cmd.ProcessState.ExitCode()
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func firstLine(s, substr string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			return l
+		}
+	}
+	return ""
+}
