@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/corraldev/corral/control"
+	"github.com/corraldev/corral/internal/proc"
 	"github.com/corraldev/corral/internal/testenv"
 	"github.com/corraldev/corral/workers"
 )
@@ -95,6 +97,46 @@ func TestFileLimitTooLow(t *testing.T) {
 	}
 	if after := in.waitSettled(2); pidsOf(after) != pidsOf(before) {
 		t.Errorf("the failed reload changed the workers: %v -> %v", pidsOf(before), pidsOf(after))
+	}
+}
+
+// TestControlSocketOutlivesEMFILE: clients that hold the control socket's
+// connections until corral has no descriptor left make its accept fail
+// with EMFILE. corral keeps accepting once they have gone.
+func TestControlSocketOutlivesEMFILE(t *testing.T) {
+	ctl := filepath.Join(t.TempDir(), "control.sock")
+	args := []string{"-i", "1", "--listen", testenv.FreeAddr(t)}
+	out, _ := runBounded(t, limitedCorral(t, 16, ctl, args...))
+	need := 64 // what a corral without the limit check runs with
+	if m := atLeast.FindStringSubmatch(out); m != nil {
+		need, _ = strconv.Atoi(m[1])
+	}
+	in := startInstance(t, limitedCorral(t, need, ctl, args...), ctl)
+	in.waitRunning(1)
+	var silent []net.Conn
+	for range need {
+		c, err := net.Dial("unix", ctl)
+		if err != nil {
+			break // the listen queue is full too
+		}
+		silent = append(silent, c)
+	}
+	testenv.WaitFor(t, 30*time.Second, "corral to run out of descriptors", func() bool {
+		n, err := proc.FDs(in.cmd.Process.Pid)
+		return err == nil && n >= need-1
+	})
+	for _, c := range silent {
+		c.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := control.Status(ctx, ctl); err != nil {
+		t.Fatalf("status after %d silent clients left, under a limit of %d: %v", len(silent), need, err)
+	}
+	line := firstLine(in.stderr.String(), "too many open files")
+	t.Logf("%d silent clients under a limit of %d: %s", len(silent), need, line)
+	if !strings.Contains(line, "control socket: accept") {
+		t.Errorf("corral did not log that it ran out of descriptors:\n%s", in.stderr)
 	}
 }
 
