@@ -364,7 +364,8 @@ func (p *Pool) after(d time.Duration, ev timerEvent) *time.Timer {
 }
 
 // start starts one worker of spec in slot index. The caller counts it
-// online at once when spec.Ready is ReadyExec.
+// online at once when spec.Ready is ReadyExec. Its error says why the
+// worker could not be started; the caller logs it (see startFailed).
 func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, error) {
 	lw := &activation.Worker{
 		Path: spec.Path, Args: spec.Args, Dir: spec.Dir, Env: spec.Env,
@@ -374,7 +375,7 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 	}
 	group, err := p.prepare(lw, spec)
 	if err != nil {
-		return nil, fmt.Errorf("start worker %d: %w", index, err)
+		return nil, err
 	}
 	var ipc *node.Channel
 	if spec.NodeIPC {
@@ -383,7 +384,7 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 			if group != nil {
 				group.Remove()
 			}
-			return nil, fmt.Errorf("start worker %d: %w", index, err)
+			return nil, err
 		}
 		defer child.File.Close()
 		ipc = c
@@ -397,7 +398,7 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 		if group != nil {
 			group.Remove()
 		}
-		return nil, fmt.Errorf("start worker %d: %w", index, err)
+		return nil, err
 	}
 	w := &worker{
 		slot: index, gen: gen, spec: spec, proc: proc, pid: proc.Pid,
@@ -426,14 +427,21 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 func (p *Pool) startSlot(s *slot) {
 	w, err := p.start(s.index, s.spec, s.gen, false)
 	if err != nil {
-		p.opts.Warnf("%v", err)
-		p.failed(s, err.Error(), time.Time{})
+		p.failed(s, p.startFailed(s.index, s.gen, err), time.Time{})
 		return
 	}
 	s.cur = w
 	if s.spec.Ready == ReadyExec {
 		p.online(w)
 	}
+}
+
+// startFailed logs that a worker could not be started and returns why, as
+// a slot's last exit and a reload's reason give it.
+func (p *Pool) startFailed(slot, gen int, err error) string {
+	why := "could not be started: " + err.Error()
+	p.opts.Warnf("worker %d (generation %d) %s", slot, gen, why)
+	return why
 }
 
 // stop sends w the stop signal and arms SIGKILL at its stop timeout.

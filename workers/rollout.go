@@ -92,8 +92,7 @@ func (p *Pool) fill() {
 		r.todo = r.todo[1:]
 		w, err := p.start(i, r.spec, r.gen, true)
 		if err != nil {
-			p.opts.Warnf("%v", err)
-			p.rolloutFailed(i, err.Error())
+			p.rolloutFailed(i, p.startFailed(i, r.gen, err))
 			return
 		}
 		r.inflight[i] = w

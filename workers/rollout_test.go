@@ -282,3 +282,27 @@ func TestLateMessageOfAnExitedWorker(t *testing.T) {
 		t.Errorf("the late datagram changed the pool: %+v", st)
 	}
 }
+
+// A worker that cannot be started at all (here its directory is gone; an
+// open file limit does the same) fails the reload with one clear reason,
+// and at start ends Run with it.
+func TestWorkerThatCannotStart(t *testing.T) {
+	gone := filepath.Join(t.TempDir(), "gone")
+	broken := testSpec(t, "ready", 1)
+	broken.Dir = gone
+	h := startPool(t, testSpec(t, "ready", 1), func(o *Options) {
+		o.Load = func() (Spec, error) { return broken, nil }
+	})
+	h.waitOnline(1)
+	r := h.reload(false)
+	want := "reload failed: worker 0 of generation 2 could not be started: start " + broken.Path + ": working directory: stat " + gone + ": no such file or directory"
+	if !strings.HasPrefix(r.Message, want) || !strings.HasSuffix(r.Message, "generation 1 kept") {
+		t.Errorf("reload result %q, want %q ... generation 1 kept", r.Message, want)
+	}
+
+	h = startPool(t, broken)
+	err := h.wait()
+	if want := "no worker came online: worker 0 could not be started: start "; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Run = %v, want %q...", err, want)
+	}
+}
