@@ -175,3 +175,97 @@ func firstLine(s, substr string) string {
 	}
 	return ""
 }
+
+// inFullDir returns a command that runs corral (this test binary) with
+// args in a private mount namespace, on whose directory dir a small tmpfs
+// is mounted first, filled with files by fill, a shell command ($0 is
+// dir). The directory holds corral's runtime files.
+func inFullDir(t *testing.T, dir, fill string, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	testenv.NeedRoot(t, "mounting a tmpfs")
+	unshare := testenv.Need(t, "unshare", "util-linux")
+	script := `set -e; mount -t tmpfs -o size=256k,nr_inodes=64,mode=0700 corral-full "$0"; ` + fill + `; exec "$@"`
+	cmd := exec.Command(unshare, append([]string{"--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, dir, testExe(t)}, args...)...)
+	cmd.Env = append(append(os.Environ(), "CORRAL_TEST_MAIN=1", "NOTIFY_SOCKET="), env...)
+	return cmd
+}
+
+// Shell commands that fill the tmpfs at $0: every inode, every block.
+const (
+	fillInodes = `i=0; while touch "$0/inode-$i" 2>/dev/null; do i=$((i+1)); done`
+	fillBlocks = `dd if=/dev/zero of="$0/blocks" bs=4k 2>/dev/null || true`
+)
+
+// TestFullRuntimeDirectory is the second half of the resource limits row:
+// a full file system under corral's runtime directory (a tmpfs in a
+// private mount namespace). Full before the start, corral says which file
+// it could not create and exits 1 before any worker starts. Once it runs,
+// it writes nothing there: reloads and status work on a full file system.
+func TestFullRuntimeDirectory(t *testing.T) {
+	t.Run("no inode at start", func(t *testing.T) {
+		dir := t.TempDir()
+		out, code := runBounded(t, inFullDir(t, dir, fillInodes, []string{"CORRAL_TEST_WORKER=echo"},
+			"run", "-i", "2", "--listen", testenv.FreeAddr(t), "--control", filepath.Join(dir, "control.sock"), "--", testExe(t)))
+		t.Logf("no inode left: exit %d: %s", code, lastLine(out))
+		if code != 1 || !strings.Contains(out, filepath.Join(dir, "control.sock")) || !strings.Contains(out, "no space left on device") || strings.Contains(out, "): started") {
+			t.Errorf("corral with no inode left for its runtime files: exit %d:\n%s\nwant 1, the file it could not create, and no worker started", code, out)
+		}
+	})
+	t.Run("no block at start, Node", func(t *testing.T) {
+		node := testenv.Need(t, "node", "nodejs")
+		dir := t.TempDir()
+		out, code := runBounded(t, inFullDir(t, dir, fillBlocks, nil,
+			"run", "-i", "2", "--listen", testenv.FreeAddr(t), "--control", filepath.Join(dir, "control.sock"), "--", node, "-e", "0"))
+		t.Logf("no block left, Node: exit %d: %s", code, lastLine(out))
+		if code != 1 || !strings.Contains(out, "write the Node preload") || !strings.Contains(out, "no space left on device") || strings.Contains(out, "): started") {
+			t.Errorf("corral with no block left for the Node preload: exit %d:\n%s\nwant 1, the preload it could not write, and no worker started", code, out)
+		}
+	})
+	t.Run("full after start", func(t *testing.T) {
+		dir := t.TempDir()
+		addr := testenv.FreeAddr(t)
+		in := startInstance(t, inFullDir(t, dir, "true", []string{"CORRAL_TEST_WORKER=echo"},
+			"run", "-i", "2", "--listen", addr, "--control", filepath.Join(dir, "control.sock"), "--", testExe(t)), "")
+		// The tmpfs is seen through corral's own root, in its namespace.
+		mounted := fmt.Sprintf("/proc/%d/root%s", in.cmd.Process.Pid, dir)
+		in.control = filepath.Join(mounted, "control.sock")
+		before := in.waitRunning(2)
+		fillDir(t, mounted)
+		for i := range 3 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			r, err := control.Reload(ctx, in.control)
+			cancel()
+			if err != nil || !r.OK {
+				t.Fatalf("reload %d on a full runtime directory: %v %s", i+1, err, r.Message)
+			}
+		}
+		after := in.waitSettled(2)
+		if after.Generation != before.Generation+3 {
+			t.Errorf("generation %d after 3 reloads from %d", after.Generation, before.Generation)
+		}
+		if got, err := ask("tcp", addr); err != nil || !strings.HasSuffix(got, " unknown 4") {
+			t.Errorf("the workers answer %q, %v", got, err)
+		}
+		in.cmd.Process.Signal(syscall.SIGTERM)
+		if code := in.wait(); code != 0 {
+			t.Errorf("corral exited %d after SIGTERM on a full runtime directory", code)
+		}
+	})
+}
+
+// fillDir fills the file system of dir: every inode, then every block.
+func fillDir(t *testing.T, dir string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("inode-%d", i)), nil, 0o600); err != nil {
+			break
+		}
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Ffree != 0 {
+		t.Fatalf("%d inodes free after filling %s", st.Ffree, dir)
+	}
+}
