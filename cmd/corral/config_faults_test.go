@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/corraldev/corral/internal/loadtest"
@@ -12,7 +13,7 @@ import (
 )
 
 // TestConfigFaultsOnReload is the config faults row: a reload whose config
-// file is deleted, unreadable, not a file, truncated, of a wrong type, with
+// file is deleted, unreadable, a directory or a named pipe, truncated, of a wrong type, with
 // an unknown key, empty, or whose command no longer exists fails with the
 // reason, and no worker is touched: the same workers serve the load
 // throughout, and a reload of the fixed file works.
@@ -57,7 +58,8 @@ CORRAL_TEST_WORKER = "http"
 	}{
 		{"deleted", func() { os.Remove(conf) }, []string{"read config", conf, "no such file or directory"}},
 		{"unreadable", func() { os.Chmod(conf, 0) }, []string{"read config", conf, "permission denied"}},
-		{"a directory", func() { os.Remove(conf); os.Mkdir(conf, 0o755) }, []string{"read config", conf, "is a directory"}},
+		{"a directory", func() { os.Remove(conf); os.Mkdir(conf, 0o755) }, []string{"read config", conf, "not a regular file but a directory"}},
+		{"a named pipe", func() { os.Remove(conf); syscall.Mkfifo(conf, 0o644) }, []string{"read config", conf, "not a regular file but a named pipe"}},
 		{"truncated", func() { write(good[:20]) }, []string{conf, "line 1", "expected"}},
 		{"empty", func() { write("") }, []string{"no command to run"}},
 		{"wrong type", func() { write(head + "ready_timeout = 5\n" + env) }, []string{"ready_timeout", `"5"`, "30s"}},
