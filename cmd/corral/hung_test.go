@@ -12,12 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/corraldev/corral/control"
 	"github.com/corraldev/corral/httpworker"
 	"github.com/corraldev/corral/internal/loadtest"
 	"github.com/corraldev/corral/internal/proc"
 	"github.com/corraldev/corral/internal/testenv"
-	"github.com/corraldev/corral/workers"
 )
 
 // httpWorker serves HTTP with httpworker, answering "PID SLOT GENERATION".
@@ -67,63 +65,6 @@ func hungCorral(t *testing.T, env []string, flags ...string) (*instance, string,
 	load := loadtest.Options{Addr: addr, NewConn: 2, KeepAlive: 2, Rate: 400}.Start()
 	t.Cleanup(func() { load.Stop() })
 	return in, gates, load
-}
-
-func testExe(t *testing.T) string {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return exe
-}
-
-// reloadAsync asks corral for a reload; the result comes on the channel.
-func (in *instance) reloadAsync() <-chan workers.ReloadResult {
-	c := make(chan workers.ReloadResult, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		r, err := control.Reload(ctx, in.control)
-		if err != nil {
-			r.Message = err.Error()
-		}
-		c <- r
-	}()
-	return c
-}
-
-// candidate returns the PID of the reload's candidate, once there is one.
-func (in *instance) candidate(t *testing.T) int {
-	t.Helper()
-	var pid int
-	testenv.WaitFor(t, 30*time.Second, "a candidate", func() bool {
-		st, err := control.Status(context.Background(), in.control)
-		for _, w := range st.Workers {
-			if err == nil && w.State == "candidate" {
-				pid = w.PID
-			}
-		}
-		return pid != 0
-	})
-	return pid
-}
-
-// waitGone waits until none of pids runs any more: each is gone, or a
-// zombie (an orphan waits as one for the process that inherited it to
-// reap it).
-func waitGone(t *testing.T, timeout time.Duration, pids ...int) time.Duration {
-	t.Helper()
-	start := time.Now()
-	testenv.WaitFor(t, timeout, fmt.Sprintf("pids %v to exit", pids), func() bool {
-		for _, pid := range pids {
-			if st, err := proc.ReadStat(pid); err == nil && !st.Zombie() {
-				return false
-			}
-		}
-		return true
-	})
-	return time.Since(start)
 }
 
 // TestHungWorkers is the hung worker row.
@@ -227,11 +168,4 @@ func TestHungWorkers(t *testing.T) {
 			t.Errorf("%d requests ok, %d failed: %v", ok, failed, errs)
 		}
 	})
-}
-
-func mkfifo(t *testing.T, path string) {
-	t.Helper()
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }

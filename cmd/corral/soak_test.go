@@ -100,10 +100,14 @@ func soak(t *testing.T, corral string, reloads int, command ...string) {
 }
 
 // soakSample waits until exactly 2 workers run, all online, and samples
-// corral.
+// corral with `corral status --json`.
 func (in *instance) soakSample(t *testing.T, reloads int, load *loadtest.Load) soakSample {
 	t.Helper()
-	st := in.waitSettled(2)
+	in.waitSettled(2)
+	st, err := in.status()
+	if err != nil {
+		t.Fatalf("corral status --json: %v", err)
+	}
 	c := load.Counts()
 	s := soakSample{reloads: reloads, self: st.Corral, ok: c.OK, served: len(c.ByPID), ignored: st.Ignored}
 	if s.self.PID != in.cmd.Process.Pid {
@@ -113,14 +117,16 @@ func (in *instance) soakSample(t *testing.T, reloads int, load *loadtest.Load) s
 	return s
 }
 
-// waitSettled polls `corral status` until exactly n workers run, all
-// online: no candidate left and no replaced worker still draining.
+// waitSettled polls corral's status until exactly n workers run, all
+// online: no candidate left and no replaced worker still draining. It asks
+// over the control socket itself, which is quicker than running `corral
+// status` (waitRunning does that).
 func (in *instance) waitSettled(n int) workers.Status {
 	in.t.Helper()
 	var st workers.Status
 	testenv.WaitFor(in.t, time.Minute, fmt.Sprintf("exactly %d workers, all online", n), func() bool {
 		var err error
-		st, err = in.status()
+		st, err = control.Status(context.Background(), in.control)
 		return err == nil && st.State == "running" && st.Online == n && len(st.Workers) == n
 	})
 	return st
