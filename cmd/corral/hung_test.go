@@ -116,14 +116,13 @@ func TestHungWorkers(t *testing.T) {
 		took := waitGone(t, 10*time.Second, old...)
 		in.waitRunning(2)
 		ok, failed, _ := load.Stop()
-		log := in.stderr.String()
 		t.Logf("reload with old workers that ignore SIGTERM: %q; they were gone %v after it; %d requests ok, %d failed (in flight in them at SIGKILL)", r.Message, took.Round(time.Millisecond), ok, failed)
 		if !r.OK {
 			t.Errorf("reload failed: %s", r.Message)
 		}
 		for _, pid := range old {
-			if !strings.Contains(log, fmt.Sprintf("(pid %d, generation 1): still running 1s after SIGTERM; sending SIGKILL", pid)) ||
-				!strings.Contains(log, fmt.Sprintf("(pid %d, generation 1): was killed by signal 9 (SIGKILL) after stop", pid)) {
+			waitLogCount(t, in, fmt.Sprintf("(pid %d, generation 1): was killed by signal 9 (SIGKILL) after stop", pid), 1)
+			if !strings.Contains(in.stderr.String(), fmt.Sprintf("(pid %d, generation 1): still running 1s after SIGTERM; sending SIGKILL", pid)) {
 				t.Errorf("worker %d: the log does not show SIGKILL at the stop timeout", pid)
 			}
 		}
@@ -160,6 +159,8 @@ func TestHungWorkers(t *testing.T) {
 			t.Errorf("reload failed: %s", r.Message)
 		}
 		for _, pid := range old {
+			// Gone but not yet reaped is gone: wait for corral to say how.
+			waitLogCount(t, in, fmt.Sprintf("(pid %d, generation 1): exited ", pid), 1)
 			if !strings.Contains(in.stderr.String(), fmt.Sprintf("(pid %d, generation 1): exited with status 0 after stop", pid)) {
 				t.Errorf("stopped worker %d did not drain and exit 0", pid)
 			}
