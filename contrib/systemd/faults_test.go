@@ -69,11 +69,15 @@ func TestKilledMidReload(t *testing.T) {
 		return q["ActiveState"] == "active" && q["MainPID"] != p["MainPID"] && q["MainPID"] != "0"
 	})
 	restarted := time.Since(killed)
+	load.Mark()
 	st := a.status(t)
 	served := pidOf(t, a.get(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	load.Wait(ctx, func(c loadtest.Counts) bool { return c.SinceMark.OK >= 100 })
 	rep := load.Report()
-	t.Logf("corral (pid %d) SIGKILLed with %d workers (%s): all gone %v later; systemctl reload: %v; active again %v later; %d requests ok, %d failed %v",
-		mainPID, len(pids), states(mid), gone.Round(time.Millisecond), reloadErr, restarted.Round(time.Millisecond), rep.OK, rep.Failed, rep.Kinds)
+	t.Logf("corral (pid %d) SIGKILLed with %d workers (%s): all gone %v later; systemctl reload: %v; active again %v later; %d requests ok, %d failed %v, none of them after the restart (%d ok since)",
+		mainPID, len(pids), states(mid), gone.Round(time.Millisecond), reloadErr, restarted.Round(time.Millisecond), rep.OK, rep.Failed, rep.Kinds, rep.SinceMark.OK)
 	if reloadErr == nil {
 		t.Error("systemctl reload succeeded though corral was killed during it")
 	}
@@ -83,10 +87,13 @@ func TestKilledMidReload(t *testing.T) {
 	if n := rep.Kinds["connection refused"]; n > 0 || rep.OK == 0 {
 		t.Errorf("%d connections refused, %d requests answered: the socket must queue them while corral restarts", n, rep.OK)
 	}
-	// A request in flight in a worker when it was killed fails; at most
-	// one a client.
-	if rep.Failed > 4 {
-		t.Errorf("%d requests failed, want at most one a client (in flight at the kill): %v", rep.Failed, rep.Errs)
+	// What fails is a request in flight in a worker as it is killed: one
+	// a client, or two if a client's next connection went to another
+	// worker in the same few milliseconds. Nothing fails once the
+	// restarted corral serves.
+	if rep.Failed > 8 || rep.SinceMark.Failed > 0 || rep.SinceMark.OK == 0 {
+		t.Errorf("%d requests failed (%d after the restart, when %d were answered), want at most two a client, and none after the restart: %v",
+			rep.Failed, rep.SinceMark.Failed, rep.SinceMark.OK, rep.Errs)
 	}
 }
 
