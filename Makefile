@@ -4,7 +4,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run test bench clean package
+.PHONY: build run test soak bench clean package
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/corral ./cmd/corral
@@ -20,6 +20,12 @@ run: build
 
 test:
 	$(GO) test -race -count=1 ./...
+
+# The long version of the reliability suite (docs/reliability.md): 1,000
+# reloads under load of the Go and of the Node example, and a minute of
+# crash storm. make test runs the short version of every row.
+soak:
+	CORRAL_SOAK=long $(GO) test -count=1 -timeout 90m -v -run '^(TestSoak|TestCrashStorm)$$' ./cmd/corral/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./workers/

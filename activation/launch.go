@@ -268,6 +268,9 @@ func (l *Launcher) fork(w *Worker) (*Process, error) {
 	pid, err := syscall.ForkExec("/proc/self/exe", w.argv(), attr)
 	runtime.KeepAlive(files)
 	if err != nil {
+		if _, derr := os.Stat(w.Dir); w.Dir != "" && derr != nil {
+			err = fmt.Errorf("working directory: %w", derr) // the child's chdir failed
+		}
 		return nil, fmt.Errorf("start %s: %w", w.Path, err)
 	}
 	return newProcess(pid, pidfd), nil

@@ -9,6 +9,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -71,9 +73,12 @@ func Default() Config {
 
 // Load returns Default overlaid with the TOML file at path. A setting the
 // file does not know is an error, so that a typo never passes silently.
+// So is a path that is not a regular file: a named pipe would block the
+// read until something writes to it, and corral reads its config again at
+// every reload.
 func Load(path string) (Config, error) {
 	c := Default()
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	if err != nil {
 		return c, fmt.Errorf("read config: %w", err)
 	}
@@ -90,6 +95,39 @@ func Load(path string) (Config, error) {
 			strings.Join(keys, ", "), strings.Join(knownKeys(), ", "))
 	}
 	return c, nil
+}
+
+// readFile reads the regular file at path. It opens it without blocking,
+// which a named pipe would do, and looks at what it opened before reading.
+func readFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file but %s; give the path of a file", path, fileKind(fi.Mode()))
+	}
+	return io.ReadAll(f)
+}
+
+// fileKind names the type of a file that is not a regular one.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "a special file"
 }
 
 // oneLine is err with its line breaks escaped, so that it prints as one

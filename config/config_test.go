@@ -186,3 +186,29 @@ func TestValidateMemory(t *testing.T) {
 		t.Errorf("Validate with max_memory 300M, memory_limit 512M = %v", err)
 	}
 }
+
+// A config that is not a regular file is refused at once: a named pipe
+// would block the read (and a reload, and corral with it) until something
+// writes to it; corral reads its config again at every reload.
+func TestLoadRefusesWhatIsNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.toml")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, kind := range map[string]string{fifo: "a named pipe", dir: "a directory", os.DevNull: "a device"} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := Load(path)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a regular file but "+kind) {
+				t.Errorf("Load(%s) = %v, want an error that it is %s", path, err, kind)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Load(%s) still blocks after 10s", path)
+		}
+	}
+}

@@ -127,18 +127,32 @@ func (s *Server) Path() string { return s.path }
 // Close stops Serve and removes the socket file.
 func (s *Server) Close() error { return s.ln.Close() }
 
-// Serve answers requests until the server is closed; each connection is
-// served on its own goroutine, which ends with the request. It returns nil
-// after Close.
+// Serve answers requests until the server is closed or ctx is done; each
+// connection is served on its own goroutine, which ends with the request.
+// An accept that fails (with EMFILE, when clients hold every descriptor
+// the open file limit allows) is retried after a pause that doubles from
+// 5 ms to 1 s, as net/http's Server does, and logged once a run of
+// failures. It returns nil after Close or when ctx is done.
 func (s *Server) Serve(ctx context.Context, h Handler) error {
+	var pause time.Duration
 	for {
 		c, err := s.ln.AcceptUnix()
 		if errors.Is(err, net.ErrClosed) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("control socket: accept: %w", err)
+			if pause == 0 {
+				s.logf("control socket: accept: %v; retrying until it works", err)
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
 		}
+		pause = 0
 		go s.serveConn(ctx, c, h)
 	}
 }

@@ -2,6 +2,7 @@ package workers
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/corraldev/corral/notify"
@@ -10,6 +11,7 @@ import (
 // exited handles the end of a worker process.
 func (p *Pool) exited(w *worker, how string) {
 	delete(p.workers, w.pid)
+	p.gone.add(w.pid)
 	w.stopTimers()
 	if w.ipc != nil {
 		w.ipc.Close() // ends readIPC
@@ -138,7 +140,11 @@ func (p *Pool) timer(ev timerEvent) {
 
 // message handles a datagram on corral's notify socket.
 func (p *Pool) message(m notify.Message) {
+	p.received++
 	w := p.sender(m)
+	if w == nil && p.fromGone(m) {
+		return // sent before its sender's exit, which the pool took first
+	}
 	if w == nil {
 		p.spoofed++
 		if time.Since(p.lastSpoof) >= time.Second {
@@ -174,6 +180,39 @@ func (p *Pool) sender(m notify.Message) *worker {
 		}
 	}
 	return nil
+}
+
+// fromGone reports whether m came from a worker that has exited lately,
+// or from a descendant of one.
+func (p *Pool) fromGone(m notify.Message) bool {
+	if p.gone.has(m.PID) {
+		return true
+	}
+	for _, pid := range m.Ancestors {
+		if p.gone.has(pid) {
+			return true
+		}
+	}
+	return false
+}
+
+// recent holds the PIDs of the last workers that exited. A datagram a
+// worker sent just before its exit can reach the pool after the exit
+// (they come on different channels), and is no stranger's. The PID may
+// name another process by then; a datagram from it is dropped all the
+// same, which gives it no more power than a stranger has.
+type recent struct {
+	pids [64]int
+	next int
+}
+
+func (r *recent) add(pid int) {
+	r.pids[r.next] = pid
+	r.next = (r.next + 1) % len(r.pids)
+}
+
+func (r *recent) has(pid int) bool {
+	return pid > 0 && slices.Contains(r.pids[:], pid)
 }
 
 // online handles a worker that came online.

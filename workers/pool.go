@@ -100,6 +100,7 @@ type slot struct {
 type Pool struct {
 	opts     Options
 	probe    readiness.Sockets // for ReadyListen
+	baseFDs  int               // descriptors corral holds besides its workers' (see checkFileLimit)
 	launcher *activation.Launcher
 	herald   *herald
 
@@ -116,7 +117,9 @@ type Pool struct {
 	everOnline bool
 	stopping   bool
 	fatal      error
-	spoofed    uint64
+	received   uint64 // notify messages handled
+	spoofed    uint64 // of them, from strangers
+	gone       recent // workers that exited lately, for their late datagrams
 	ipcDropped uint64
 	probes     uint64       // looks at starting ReadyListen workers
 	probeTick  *time.Ticker // runs only while a ReadyListen worker starts
@@ -213,6 +216,11 @@ func New(opts Options) (*Pool, error) {
 	p.probe = probe
 	spec := opts.Spec
 	p.spec = &spec
+	// Up to two workers a slot during a reload, the old one draining.
+	p.baseFDs = baseFDs(1) // and the workers' stdin, which Run opens
+	if err := checkFileLimit(p.spec, 2*spec.Instances, p.baseFDs); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -332,7 +340,9 @@ func (p *Pool) Status(ctx context.Context) (Status, error) {
 	case <-ctx.Done():
 		return Status{}, ctx.Err()
 	}
-	return <-reply, nil
+	st := <-reply
+	st.Corral = readSelf() // here, not in Run: /proc is read off the pool's goroutine
+	return st, nil
 }
 
 // Kill sends SIGKILL to every worker at once (a second SIGTERM).
@@ -354,7 +364,8 @@ func (p *Pool) after(d time.Duration, ev timerEvent) *time.Timer {
 }
 
 // start starts one worker of spec in slot index. The caller counts it
-// online at once when spec.Ready is ReadyExec.
+// online at once when spec.Ready is ReadyExec. Its error says why the
+// worker could not be started; the caller logs it (see startFailed).
 func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, error) {
 	lw := &activation.Worker{
 		Path: spec.Path, Args: spec.Args, Dir: spec.Dir, Env: spec.Env,
@@ -364,7 +375,7 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 	}
 	group, err := p.prepare(lw, spec)
 	if err != nil {
-		return nil, fmt.Errorf("start worker %d: %w", index, err)
+		return nil, err
 	}
 	var ipc *node.Channel
 	if spec.NodeIPC {
@@ -373,7 +384,7 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 			if group != nil {
 				group.Remove()
 			}
-			return nil, fmt.Errorf("start worker %d: %w", index, err)
+			return nil, err
 		}
 		defer child.File.Close()
 		ipc = c
@@ -387,7 +398,7 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 		if group != nil {
 			group.Remove()
 		}
-		return nil, fmt.Errorf("start worker %d: %w", index, err)
+		return nil, err
 	}
 	w := &worker{
 		slot: index, gen: gen, spec: spec, proc: proc, pid: proc.Pid,
@@ -416,14 +427,21 @@ func (p *Pool) start(index int, spec *Spec, gen int, candidate bool) (*worker, e
 func (p *Pool) startSlot(s *slot) {
 	w, err := p.start(s.index, s.spec, s.gen, false)
 	if err != nil {
-		p.opts.Warnf("%v", err)
-		p.failed(s, err.Error(), time.Time{})
+		p.failed(s, p.startFailed(s.index, s.gen, err), time.Time{})
 		return
 	}
 	s.cur = w
 	if s.spec.Ready == ReadyExec {
 		p.online(w)
 	}
+}
+
+// startFailed logs that a worker could not be started and returns why, as
+// a slot's last exit and a reload's reason give it.
+func (p *Pool) startFailed(slot, gen int, err error) string {
+	why := "could not be started: " + err.Error()
+	p.opts.Warnf("worker %d (generation %d) %s", slot, gen, why)
+	return why
 }
 
 // stop sends w the stop signal and arms SIGKILL at its stop timeout.
@@ -438,16 +456,28 @@ func (p *Pool) stop(w *worker, why string) {
 		grace := shutdownGrace(w.spec)
 		p.opts.Logf("%s: stopping (%s): sent 'shutdown'; %s follows in %v", w, why, sigName(w.spec.StopSignal), grace)
 		w.signalTimer = p.after(grace, timerEvent{kind: signalNow, w: w})
+		p.wake(w)
 		return
 	}
 	p.opts.Logf("%s: stopping (%s): sending %s", w, why, sigName(w.spec.StopSignal))
 	p.sendStop(w)
 }
 
-// sendStop sends w its stop signal.
+// sendStop sends w its stop signal, then SIGCONT (see wake).
 func (p *Pool) sendStop(w *worker) {
 	if err := w.signal(w.spec.StopSignal); err != nil {
 		p.opts.Warnf("%s: send %s: %v", w, sigName(w.spec.StopSignal), err)
+	}
+	p.wake(w)
+}
+
+// wake sends w SIGCONT, as systemd does after a stop signal: a worker
+// stopped by SIGSTOP, a debugger or job control would otherwise act on
+// its stop request only at the stop timeout's SIGKILL. A worker that runs
+// ignores it.
+func (p *Pool) wake(w *worker) {
+	if err := w.signal(syscall.SIGCONT); err != nil {
+		p.opts.Warnf("%s: send SIGCONT: %v", w, err)
 	}
 }
 

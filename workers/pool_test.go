@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corraldev/corral/internal/proc"
 	"github.com/corraldev/corral/notify"
 )
 
@@ -252,4 +253,45 @@ func TestReadyListen(t *testing.T) {
 		t.Fatalf("GET = %q, %v", body, err)
 	}
 	waitLog(t, h, "listening: pid", 1)
+}
+
+// Status carries corral's own figures, read from /proc: they are this
+// process's, and a descriptor corral opens shows in them.
+func TestStatusShowsCorralItself(t *testing.T) {
+	h := startPool(t, testSpec(t, "ready", 1))
+	st := h.waitOnline(1)
+	c := st.Corral
+	if c.PID != os.Getpid() || c.Threads < 1 || c.Goroutines < 1 || c.RSSBytes < 1<<20 || c.FDs < 5 {
+		t.Fatalf("corral's figures %+v: want this process (%d), at least a thread, a goroutine, 1 MiB and 5 fds", c, os.Getpid())
+	}
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h.waitFor("one more fd in the status", func(st Status) bool { return st.Corral.FDs == c.FDs+1 })
+}
+
+// A stopped worker (SIGSTOP, a debugger, a job-control stop) cannot act
+// on its stop signal until it runs again: as systemd does, the pool sends
+// SIGCONT after the stop signal, so it drains and exits now instead of at
+// the stop timeout's SIGKILL.
+func TestStopWakesAStoppedWorker(t *testing.T) {
+	spec := testSpec(t, "http", 1)
+	spec.StopTimeout = time.Hour
+	h := startPool(t, spec)
+	pid := h.waitOnline(1).Workers[0].PID
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the worker stopped", func(Status) bool {
+		st, err := proc.ReadStat(pid)
+		return err == nil && st.State == 'T'
+	})
+	if err := h.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(h.log.String(), fmt.Sprintf("(pid %d, generation 1): exited with status 0 after stop", pid)) {
+		t.Errorf("the stopped worker did not drain and exit 0:\n%s", h.log)
+	}
 }

@@ -51,6 +51,9 @@ func (p *Pool) beginRollout(waiters []chan ReloadResult) {
 	if p.opts.Load != nil {
 		var err error
 		spec, err = p.opts.Load()
+		if err == nil {
+			err = checkFileLimit(&spec, 2*spec.Instances, p.baseFDs)
+		}
 		if err != nil {
 			r := ReloadResult{Generation: p.generation, Message: fmt.Sprintf(
 				"reload failed: %v; no worker was touched, generation %d keeps serving", err, p.generation)}
@@ -89,8 +92,7 @@ func (p *Pool) fill() {
 		r.todo = r.todo[1:]
 		w, err := p.start(i, r.spec, r.gen, true)
 		if err != nil {
-			p.opts.Warnf("%v", err)
-			p.rolloutFailed(i, err.Error())
+			p.rolloutFailed(i, p.startFailed(i, r.gen, err))
 			return
 		}
 		r.inflight[i] = w

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/corraldev/corral/internal/loadtest"
+	"github.com/corraldev/corral/notify"
 )
 
 // reload asks for a reload and fails the test unless it ends as wantOK.
@@ -255,5 +256,53 @@ func TestManyReloadsLeakNothing(t *testing.T) {
 	}
 	if z := zombies(t); len(z) > 0 {
 		t.Errorf("zombie children: %v", z)
+	}
+}
+
+// A worker's last datagram (STOPPING=1 as it exits, say) can reach the
+// pool after its exit does, when the pool's goroutine takes the exit
+// first: the datagram was queued on the socket before the exit, but the
+// two come on different channels. It came from a worker all the same, so
+// it is handled quietly, neither counted as a stranger's nor logged as
+// one; a stranger's still is. The datagrams are put on the pool's channel
+// directly: the order of two channels cannot be forced from outside.
+func TestLateMessageOfAnExitedWorker(t *testing.T) {
+	h := startPool(t, testSpec(t, "ready", 1))
+	old := h.waitOnline(1).Workers[0].PID
+	h.reload(true)
+	before := h.settle(1)
+	for _, pid := range []int{old, os.Getpid()} {
+		h.pool.msgs <- notify.Message{PID: pid, Stopping: true, HasStatus: true, Status: "bye"}
+	}
+	st := h.waitFor("both handled", func(st Status) bool { return st.Received == before.Received+2 })
+	if st.Ignored != before.Ignored+1 || strings.Count(h.log.String(), "which is not a worker") != 1 {
+		t.Errorf("ignored %d -> %d, want +1: only the stranger's; log:\n%s", before.Ignored, st.Ignored, h.log)
+	}
+	if st.Workers[0].Status != "" || st.State != "running" {
+		t.Errorf("the late datagram changed the pool: %+v", st)
+	}
+}
+
+// A worker that cannot be started at all (here its directory is gone; an
+// open file limit does the same) fails the reload with one clear reason,
+// and at start ends Run with it.
+func TestWorkerThatCannotStart(t *testing.T) {
+	gone := filepath.Join(t.TempDir(), "gone")
+	broken := testSpec(t, "ready", 1)
+	broken.Dir = gone
+	h := startPool(t, testSpec(t, "ready", 1), func(o *Options) {
+		o.Load = func() (Spec, error) { return broken, nil }
+	})
+	h.waitOnline(1)
+	r := h.reload(false)
+	want := "reload failed: worker 0 of generation 2 could not be started: start " + broken.Path + ": working directory: stat " + gone + ": no such file or directory"
+	if !strings.HasPrefix(r.Message, want) || !strings.HasSuffix(r.Message, "generation 1 kept") {
+		t.Errorf("reload result %q, want %q ... generation 1 kept", r.Message, want)
+	}
+
+	h = startPool(t, broken)
+	err := h.wait()
+	if want := "no worker came online: worker 0 could not be started: start "; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Run = %v, want %q...", err, want)
 	}
 }

@@ -18,6 +18,7 @@ type Status struct {
 	Restarts   int           `json:"restarts"`
 	Line       string        `json:"status"` // the STATUS= line systemd shows
 	LastReload *ReloadResult `json:"last_reload,omitempty"`
+	Received   uint64        `json:"notify_messages"`         // handled, from workers or not
 	Ignored    uint64        `json:"ignored_notify_messages"` // from PIDs that are not workers
 	Dropped    uint64        `json:"dropped_notify_messages"` // malformed, oversized, no credentials
 	IPCDropped uint64        `json:"dropped_ipc_messages"`    // malformed or over 64 KiB on Node's channel
@@ -32,6 +33,8 @@ type Status struct {
 	// worker's cgroup), "cgroup; memory from /proc" (a cgroup without the
 	// memory controller) or "/proc" (the workers' process trees).
 	Accounting string `json:"accounting"`
+
+	Corral Self `json:"corral"` // corral's own process
 
 	Workers []WorkerStatus `json:"workers"`
 }
@@ -141,6 +144,7 @@ func (p *Pool) status() Status {
 		Restarts:   p.restarts(),
 		Line:       p.statusLine(),
 		LastReload: p.lastReload,
+		Received:   p.received,
 		Ignored:    p.spoofed,
 		Dropped:    p.opts.Notify.Dropped(),
 		IPCDropped: p.ipcDropped,

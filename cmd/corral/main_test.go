@@ -35,6 +35,12 @@ func TestMain(m *testing.M) {
 	case "":
 	case "echo":
 		os.Exit(echoWorker())
+	case "storm":
+		os.Exit(stormWorker())
+	case "http":
+		os.Exit(httpWorker())
+	case "abuser":
+		os.Exit(abuserWorker())
 	case "contract":
 		os.Exit(contractWorker())
 	case "crash":
@@ -44,28 +50,38 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "no test worker %q\n", w)
 		os.Exit(3)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeBuilt()
+	os.Exit(code)
 }
 
 // echoWorker takes its sockets with go-systemd's activation.Listeners,
 // which checks LISTEN_PID against its own PID, reports READY=1, and answers
 // each connection with "PID NAME GENERATION\n".
 func echoWorker() int {
-	named, err := activation.ListenersWithNames()
-	if err != nil || len(named) == 0 {
-		fmt.Fprintf(os.Stderr, "test worker: no listeners (LISTEN_PID=%s, pid %d): %v\n", os.Getenv("LISTEN_PID"), os.Getpid(), err)
+	if err := startEcho(); err != nil {
+		fmt.Fprintf(os.Stderr, "test worker: %v\n", err)
 		return 4
-	}
-	for name, lns := range named {
-		for _, ln := range lns {
-			go serveEcho(ln, name)
-		}
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 	<-sigs
 	return 0
+}
+
+// startEcho serves every inherited socket as echoWorker does.
+func startEcho() error {
+	named, err := activation.ListenersWithNames()
+	if err != nil || len(named) == 0 {
+		return fmt.Errorf("no listeners (LISTEN_PID=%s, pid %d): %v", os.Getenv("LISTEN_PID"), os.Getpid(), err)
+	}
+	for name, lns := range named {
+		for _, ln := range lns {
+			go serveEcho(ln, name)
+		}
+	}
+	return nil
 }
 
 func serveEcho(ln net.Listener, name string) {

@@ -1,9 +1,10 @@
 // Package proc reads processes from Linux's /proc: the stat line of one
-// (state, parent, group, CPU time), its resident memory, its children, its
-// command line, and the list of all. It is corral's one parser of /proc/PID/stat:
-// notify traces the ancestors of a datagram's sender with it, bench
-// measures process trees, tests look for zombies and a machine's PID 1.
-// UDPDrops reads /proc/net/udp, for the datagram tests.
+// (state, parent, group, CPU time, threads), its resident memory, its
+// children, its command line, its open descriptors, and the list of all.
+// It is corral's one parser of /proc/PID/stat: notify traces the ancestors
+// of a datagram's sender with it, bench measures process trees, corral
+// reports its own figures in its status, tests look for zombies and a
+// machine's PID 1. UDPDrops reads /proc/net/udp, for the datagram tests.
 //
 // ReadStat allocates nothing unless it fails, so that notify can call it
 // for every datagram.
@@ -35,6 +36,7 @@ type Stat struct {
 	UTime, STime uint64
 	// CUTime and CSTime are those of the children it has waited for.
 	CUTime, CSTime uint64
+	Threads        int    // the process's threads (num_threads)
 	StartTime      uint64 // clock ticks after boot when the process started
 }
 
@@ -105,6 +107,8 @@ func ParseStat(b []byte) (Stat, error) {
 			s.CUTime = uint64(v)
 		case 17:
 			s.CSTime = uint64(v)
+		case 20:
+			s.Threads = v
 		case 22:
 			s.StartTime = uint64(v)
 		}
@@ -224,6 +228,25 @@ func RSS(pid int) (int64, error) {
 		}
 	}
 	return 0, nil // a zombie or a kernel thread has no memory of its own
+}
+
+// FDs returns how many file descriptors pid has open. For this process the
+// descriptor that lists them is not counted.
+func FDs(pid int) (int, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return 0, fmt.Errorf("list the descriptors of %d: %w", pid, err)
+	}
+	n := len(names)
+	if pid == os.Getpid() {
+		n-- // f itself
+	}
+	return n, nil
 }
 
 // Cmdline returns the command line of pid, its arguments joined by spaces.

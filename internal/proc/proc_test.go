@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ func line(comm string) string {
 }
 
 func TestParseStat(t *testing.T) {
-	want := Stat{PID: 4242, State: 'S', PPID: 4100, PGRP: 4242, UTime: 2, STime: 3, CUTime: 4, CSTime: 5, StartTime: 123456}
+	want := Stat{PID: 4242, State: 'S', PPID: 4100, PGRP: 4242, UTime: 2, STime: 3, CUTime: 4, CSTime: 5, Threads: 1, StartTime: 123456}
 	tests := []struct {
 		name, in string
 		want     Stat
@@ -174,5 +175,35 @@ func TestUDPDrops(t *testing.T) {
 	}
 	if n, err := UDPDrops(port); err != nil || n < 900 {
 		t.Fatalf("UDPDrops after 1000 datagrams into a 4 KiB buffer = %d, %v; want at least 900", n, err)
+	}
+}
+
+// TestThreadsAndFDsOfSelf: the counts match the kernel's lists of this
+// process's threads and descriptors, and a descriptor opened shows.
+func TestThreadsAndFDsOfSelf(t *testing.T) {
+	runtime.LockOSThread() // keeps the thread count from changing under the test
+	defer runtime.UnlockOSThread()
+	s, err := ReadStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Threads < 1 || s.Threads > len(tasks)+1 || s.Threads < len(tasks)-1 {
+		t.Errorf("Threads = %d, /proc/self/task lists %d", s.Threads, len(tasks))
+	}
+	before, err := FDs(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if after, err := FDs(os.Getpid()); err != nil || after != before+1 {
+		t.Errorf("FDs with one more file open = %d, %v; want %d", after, err, before+1)
 	}
 }
