@@ -19,7 +19,7 @@ run: build
 	bin/corral run --listen 127.0.0.1:8080 -- bin/hello
 
 test:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 # The long version of the reliability suite (docs/reliability.md): 1,000
 # reloads under load of the Go and of the Node example, and a minute of

@@ -243,18 +243,3 @@ func (f *fakeSystemd) waitFor(t testing.TB, skip int, substr string) int {
 		}
 	}
 }
-
-func mkfifo(t *testing.T, path string) {
-	t.Helper()
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// openGate lets the gated worker waiting on path go on.
-func openGate(t *testing.T, path string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte("go"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/corraldev/corral/internal/proc"
+	"github.com/corraldev/corral/internal/testenv"
 	"github.com/corraldev/corral/notify"
 )
 
@@ -42,17 +43,17 @@ func TestWorkersShareTheSocket(t *testing.T) {
 
 func TestReadyOnlyWhenAllOnline(t *testing.T) {
 	gate := filepath.Join(t.TempDir(), "gate")
-	mkfifo(t, gate+"0")
-	mkfifo(t, gate+"1")
+	testenv.Gate(t, gate+"0")
+	testenv.Gate(t, gate+"1")
 	h := startPool(t, testSpec(t, "gated", 2, "CORRAL_TEST_GATE="+gate))
-	openGate(t, gate+"0")
+	testenv.OpenGate(t, gate+"0")
 	h.waitFor("worker 0 online", func(st Status) bool { return st.Online == 1 })
 	for _, m := range h.sys.all() {
 		if strings.Contains(m, "READY=1") {
 			t.Fatalf("READY=1 with one of two workers online: %q", m)
 		}
 	}
-	openGate(t, gate+"1")
+	testenv.OpenGate(t, gate+"1")
 	i := h.sys.waitFor(t, 0, "READY=1")
 	if m := h.sys.all()[i]; !strings.Contains(m, "STATUS=2/2 workers online · generation 1 · 0 restarts") {
 		t.Errorf("READY=1 datagram %q lacks the status line", m)
@@ -61,7 +62,7 @@ func TestReadyOnlyWhenAllOnline(t *testing.T) {
 
 func TestNotifyFromStrangersIsIgnored(t *testing.T) {
 	gate := filepath.Join(t.TempDir(), "gate")
-	mkfifo(t, gate+"0")
+	testenv.Gate(t, gate+"0")
 	h := startPool(t, testSpec(t, "gated", 1, "CORRAL_TEST_GATE="+gate))
 	c, err := net.Dial("unixgram", h.pool.opts.Notify.Path())
 	if err != nil {
@@ -77,7 +78,7 @@ func TestNotifyFromStrangersIsIgnored(t *testing.T) {
 	if st, _ := h.pool.Status(context.Background()); st.Online != 0 {
 		t.Fatalf("a stranger's READY=1 brought a worker online: %+v", st)
 	}
-	openGate(t, gate+"0")
+	testenv.OpenGate(t, gate+"0")
 	h.waitOnline(1)
 }
 
@@ -113,13 +114,13 @@ func TestWorkerEnvironmentAndFds(t *testing.T) {
 
 func TestCrashRestartsWithBackoff(t *testing.T) {
 	gate := filepath.Join(t.TempDir(), "gate")
-	mkfifo(t, gate+"0")
+	testenv.Gate(t, gate+"0")
 	h := startPool(t, testSpec(t, "flaky", 1, "CORRAL_TEST_GATE="+gate),
 		func(o *Options) { o.Backoff = Backoff{Initial: 20 * time.Millisecond, Max: 45 * time.Millisecond} })
 	h.waitOnline(1)
 	var starts []time.Time
 	for i := 1; i <= 4; i++ {
-		openGate(t, gate+"0") // the worker exits 1
+		testenv.OpenGate(t, gate+"0") // the worker exits 1
 		st := h.waitFor("restart "+strconv.Itoa(i), func(st Status) bool {
 			return st.Restarts == i && st.Online == 1
 		})
@@ -193,12 +194,12 @@ func TestKillStopsAtOnce(t *testing.T) {
 
 func TestStatusSaysWhichWorkerIsDown(t *testing.T) {
 	gate := filepath.Join(t.TempDir(), "gate")
-	mkfifo(t, gate+"0")
-	mkfifo(t, gate+"1")
+	testenv.Gate(t, gate+"0")
+	testenv.Gate(t, gate+"1")
 	h := startPool(t, testSpec(t, "flaky", 2, "CORRAL_TEST_GATE="+gate),
 		func(o *Options) { o.Backoff = Backoff{Initial: time.Hour} })
 	h.waitOnline(2)
-	openGate(t, gate+"1")
+	testenv.OpenGate(t, gate+"1")
 	st := h.waitFor("worker 1 down", func(st Status) bool { return st.Online == 1 && st.Restarts == 1 })
 	want := "1/2 workers online · generation 1 · 1 restarts · worker 1 down (exited with status 1; restart 1 pending)"
 	if st.Line != want {
@@ -238,7 +239,7 @@ func TestWorkerWatchdogLoggedOnce(t *testing.T) {
 // and not while it only holds it.
 func TestReadyListen(t *testing.T) {
 	gate := filepath.Join(t.TempDir(), "gate")
-	mkfifo(t, gate+"0")
+	testenv.Gate(t, gate+"0")
 	spec := testSpec(t, "plainhttp", 1, "CORRAL_TEST_GATE="+gate+"0")
 	spec.Ready = ReadyListen
 	h := startPool(t, spec)
@@ -247,7 +248,7 @@ func TestReadyListen(t *testing.T) {
 	if st.Online != 0 {
 		t.Fatalf("online before it served: %+v", st)
 	}
-	openGate(t, gate+"0")
+	testenv.OpenGate(t, gate+"0")
 	h.waitOnline(1)
 	if body, err := h.get(); err != nil || body != "plain\n" {
 		t.Fatalf("GET = %q, %v", body, err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/corraldev/corral/httpworker"
 	"github.com/corraldev/corral/internal/loadtest"
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 func init() {
@@ -69,7 +70,7 @@ func hogHelper() int {
 func hogPool(t *testing.T, n int, env ...string) (*harness, string) {
 	gate := filepath.Join(t.TempDir(), "gate")
 	for i := range n {
-		mkfifo(t, gate+strconv.Itoa(i))
+		testenv.Gate(t, gate+strconv.Itoa(i))
 	}
 	spec := testSpec(t, "hog", n, append(env, "CORRAL_TEST_GATE="+gate, "CORRAL_TEST_HOG_MB=128")...)
 	spec.MaxMemory = 64 << 20
@@ -83,7 +84,7 @@ func TestRecycleAboveMaxMemory(t *testing.T) {
 	h, gate := hogPool(t, 2)
 	before := h.waitOnline(2)
 	l := loadtest.Start(h.addr, 4, 4)
-	openGate(t, gate+"0")
+	testenv.OpenGate(t, gate+"0")
 	st := h.waitFor("worker 0 recycled, and its old process gone", func(st Status) bool {
 		return st.Recycles == 1 && len(st.Workers) == 2 && st.Online == 2
 	})
@@ -132,7 +133,7 @@ func TestRecycleAboveMaxMemory(t *testing.T) {
 func TestRecycleFailureKeepsTheOld(t *testing.T) {
 	h, gate := hogPool(t, 1, "CORRAL_TEST_ONCE="+t.TempDir())
 	before := h.waitOnline(1)
-	openGate(t, gate+"0")
+	testenv.OpenGate(t, gate+"0")
 	h.waitFor("a failed recycle", func(Status) bool { return strings.Contains(h.log.String(), "recycle failed") })
 	st := h.waitFor("the old worker serving alone", func(st Status) bool { return len(st.Workers) == 1 && st.Online == 1 })
 	if st.Workers[0].PID != before.Workers[0].PID || st.Recycles != 0 {
@@ -147,17 +148,17 @@ func TestRecycleFailureKeepsTheOld(t *testing.T) {
 // one runs is replaced by the reload.
 func TestNoRecycleDuringReload(t *testing.T) {
 	start := filepath.Join(t.TempDir(), "start")
-	mkfifo(t, start+"0")
-	mkfifo(t, start+"1")
+	testenv.Gate(t, start+"0")
+	testenv.Gate(t, start+"1")
 	h, gate := hogPool(t, 2, "CORRAL_TEST_START_GATE="+start)
 	h.waitOnline(2)
 	done := make(chan ReloadResult, 1)
 	go func() { done <- h.pool.Reload(context.Background()) }()
 	h.waitFor("the reload's first candidate", func(st Status) bool { return st.State == "reloading" && len(st.Workers) == 3 })
-	openGate(t, gate+"0")
+	testenv.OpenGate(t, gate+"0")
 	h.waitFor("worker 0 found above max_memory", func(Status) bool { return strings.Contains(h.log.String(), "above max_memory") })
-	openGate(t, start+"0")
-	openGate(t, start+"1")
+	testenv.OpenGate(t, start+"0")
+	testenv.OpenGate(t, start+"1")
 	if r := <-done; !r.OK {
 		t.Fatalf("reload: %s", r.Message)
 	}

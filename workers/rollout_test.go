@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/corraldev/corral/internal/loadtest"
+	"github.com/corraldev/corral/internal/testenv"
 	"github.com/corraldev/corral/notify"
 )
 
@@ -157,10 +158,10 @@ func TestReloadKillsStubbornOldWorkers(t *testing.T) {
 
 func TestReloadsQueueAndCoalesce(t *testing.T) {
 	gate := filepath.Join(t.TempDir(), "gate")
-	mkfifo(t, gate+"0")
+	testenv.Gate(t, gate+"0")
 	spec := testSpec(t, "gated", 1, "CORRAL_TEST_GATE="+gate)
 	h := startPool(t, spec)
-	openGate(t, gate+"0")
+	testenv.OpenGate(t, gate+"0")
 	h.waitOnline(1)
 	results := make(chan ReloadResult, 3)
 	for range 3 {
@@ -169,13 +170,13 @@ func TestReloadsQueueAndCoalesce(t *testing.T) {
 	// One reload runs (its candidate waits at the gate); two queue.
 	h.waitFor("a reload running", func(st Status) bool { return st.State == "reloading" })
 	waitLog(t, h, "queued to run after it", 2)
-	openGate(t, gate+"0") // generation 2 comes online
+	testenv.OpenGate(t, gate+"0") // generation 2 comes online
 	// A FIFO's writer reaches whoever has it open: wait until generation
 	// 3's candidate is the one at the gate.
 	h.waitFor("generation 3 starting", func(st Status) bool {
 		return st.State == "reloading" && st.LastReload != nil && st.LastReload.Generation == 2
 	})
-	openGate(t, gate+"0") // generation 3, for both queued requests
+	testenv.OpenGate(t, gate+"0") // generation 3, for both queued requests
 	gens := map[int]int{}
 	for range 3 {
 		r := <-results
@@ -218,9 +219,9 @@ func TestReloadScales(t *testing.T) {
 
 func TestStopDuringReload(t *testing.T) {
 	gate := filepath.Join(t.TempDir(), "gate")
-	mkfifo(t, gate+"0")
+	testenv.Gate(t, gate+"0")
 	h := startPool(t, testSpec(t, "gated", 1, "CORRAL_TEST_GATE="+gate))
-	openGate(t, gate+"0")
+	testenv.OpenGate(t, gate+"0")
 	h.waitOnline(1)
 	result := make(chan ReloadResult, 1)
 	go func() { result <- h.pool.Reload(context.Background()) }()

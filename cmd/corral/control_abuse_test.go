@@ -149,8 +149,8 @@ func TestControlAbuse(t *testing.T) {
 	t.Run("50 concurrent reloads", func(t *testing.T) {
 		t.Parallel()
 		gates := t.TempDir()
-		mkfifo(t, filepath.Join(gates, "gen-2"))
-		mkfifo(t, filepath.Join(gates, "gen-3"))
+		testenv.Gate(t, filepath.Join(gates, "gen-2"))
+		testenv.Gate(t, filepath.Join(gates, "gen-3"))
 		in := runCorral(t, []string{"CORRAL_TEST_WORKER=http", "CORRAL_TEST_GATES=" + gates},
 			"-i", "1", "--listen", testenv.FreeAddr(t), "--", testExe(t))
 		in.waitRunning(1)
@@ -166,9 +166,9 @@ func TestControlAbuse(t *testing.T) {
 			})
 		}
 		waitLogCount(t, in, "queued to run after it", clients-1)
-		openGate(t, filepath.Join(gates, "gen-2"))
+		testenv.OpenGate(t, filepath.Join(gates, "gen-2"))
 		waitLogCount(t, in, "reload: generation 3 replaces generation 2", 1)
-		openGate(t, filepath.Join(gates, "gen-3"))
+		testenv.OpenGate(t, filepath.Join(gates, "gen-3"))
 		wg.Wait()
 		gens := map[string]int{}
 		for i, out := range outs {

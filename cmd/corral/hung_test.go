@@ -76,7 +76,7 @@ func TestHungWorkers(t *testing.T) {
 	t.Run("stopped candidate", func(t *testing.T) {
 		in, gates, load := hungCorral(t, nil, "--ready-timeout", "3s", "--stop-timeout", "10s")
 		before := in.waitRunning(2)
-		mkfifo(t, filepath.Join(gates, "gen-2"))
+		testenv.Gate(t, filepath.Join(gates, "gen-2"))
 		result := in.reloadAsync()
 		cand := in.candidate(t)
 		if err := syscall.Kill(cand, syscall.SIGSTOP); err != nil {

@@ -22,7 +22,7 @@ import (
 // control socket replaces the stale sockets and serves.
 func TestKilledMidReload(t *testing.T) {
 	gates := t.TempDir()
-	mkfifo(t, filepath.Join(gates, "gen-2-slot-1"))
+	testenv.Gate(t, filepath.Join(gates, "gen-2-slot-1"))
 	addr := testenv.FreeAddr(t)
 	ctl := filepath.Join(t.TempDir(), "control.sock")
 	env := []string{"NOTIFY_SOCKET=", "CORRAL_TEST_WORKER=http", "CORRAL_TEST_GATES=" + gates, "CORRAL_TEST_STUBBORN=1"}

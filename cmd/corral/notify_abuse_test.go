@@ -122,7 +122,7 @@ func flood(fd int, to unix.Sockaddr) floodReport {
 func TestNotifyAbuse(t *testing.T) {
 	gates := t.TempDir()
 	for _, g := range []string{"ready", "flood"} {
-		mkfifo(t, filepath.Join(gates, g))
+		testenv.Gate(t, filepath.Join(gates, g))
 	}
 	in := runCorral(t, []string{"CORRAL_TEST_WORKER=abuser", "CORRAL_TEST_GATES=" + gates},
 		"-i", "1", "--listen", testenv.FreeAddr(t), "--", testExe(t))
@@ -145,9 +145,9 @@ func TestNotifyAbuse(t *testing.T) {
 	}
 	pid := st.Workers[0].PID
 
-	openGate(t, filepath.Join(gates, "ready"))
+	testenv.OpenGate(t, filepath.Join(gates, "ready"))
 	online := in.waitRunning(1)
-	openGate(t, filepath.Join(gates, "flood"))
+	testenv.OpenGate(t, filepath.Join(gates, "flood"))
 	answers, slowest := 0, time.Duration(0)
 	report := filepath.Join(gates, "flood.json")
 	for {
@@ -175,7 +175,13 @@ func TestNotifyAbuse(t *testing.T) {
 	t.Logf("flood: %d datagrams sent in %v, %d taken by the kernel (%d valid, %d invalid), %d refused with EAGAIN (corral's queue full), first other error %q; corral counted %d dropped and %d handled, and logged %d lines about them; status answered %d times during it, the slowest in %v; another user's READY=1: %v",
 		r.Attempts, r.Took.Round(time.Millisecond), r.Valid+r.Invalid, r.Valid, r.Invalid, r.Refused, r.FirstFail,
 		st.Dropped, st.Received-online.Received, dropLines, answers, slowest.Round(time.Microsecond), other)
-	if r.Valid+r.Invalid < 1000 {
+	// The flood happened, and corral read it while it ran: the socket's
+	// queue holds 10, so more than 100 taken means corral kept reading.
+	// (How many depends on the machine's load: 971 to 5,564 seen here.)
+	if r.Attempts < 10000 {
+		t.Errorf("the worker sent only %d datagrams in %v; no flood", r.Attempts, r.Took)
+	}
+	if r.Valid+r.Invalid < 100 {
 		t.Errorf("only %d datagrams of the flood reached corral", r.Valid+r.Invalid)
 	}
 	if answers < 5 {

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -154,22 +153,4 @@ func waitGone(t *testing.T, timeout time.Duration, pids ...int) time.Duration {
 		return true
 	})
 	return time.Since(start)
-}
-
-// mkfifo makes a gate: a FIFO that a worker reads, blocking until the
-// test opens it (openGate).
-func mkfifo(t *testing.T, path string) {
-	t.Helper()
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// openGate lets the worker waiting on the FIFO at path go on; a write
-// reaches one reader.
-func openGate(t *testing.T, path string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte("go"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }

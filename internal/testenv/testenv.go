@@ -2,7 +2,8 @@
 // one another: tools and privileges that may be missing (Need, NeedRoot,
 // Missing: skipped on a developer's machine, failed in CI), free loopback
 // ports (TCP and UDP), files, a one-request HTTP client, waiting for state that sends no
-// event (WaitFor), and a Buffer that collects a child's output or a
+// event (WaitFor), gates that hold a worker until the test lets it go
+// (Gate, OpenGate), and a Buffer that collects a child's output or a
 // logger's lines.
 package testenv
 
@@ -17,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -169,4 +171,23 @@ func Get(t testing.TB, addr string) string {
 		t.Fatalf("GET http://%s/: %s, %v: %s", addr, resp.Status, err, body)
 	}
 	return string(body)
+}
+
+// Gate makes a FIFO at path that a worker opens and reads, blocking there
+// until the test calls OpenGate: a worker held at a point of the test's
+// choosing without a sleep on either side.
+func Gate(t testing.TB, path string) {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// OpenGate lets the worker waiting on the gate at path go on; one write
+// reaches one reader.
+func OpenGate(t testing.TB, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte("go"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
