@@ -247,10 +247,22 @@ func call(ctx context.Context, path, req string) (reply, error) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
+	return exchange(ctx, c, path, req)
+}
+
+// exchange sends req on c, a connection to the control socket at path,
+// and reads the answer.
+func exchange(ctx context.Context, c net.Conn, path, req string) (reply, error) {
+	var r reply
 	if _, err := io.WriteString(c, req+"\n"); err != nil {
+		// corral may have answered and hung up before reading the request
+		// (it refuses another user's connection at once): its reason, if
+		// it sent one, says more than the broken pipe.
+		if json.NewDecoder(c).Decode(&r) == nil && r.Error != "" {
+			return reply{}, fmt.Errorf("control socket %s: %s", path, r.Error)
+		}
 		return reply{}, fmt.Errorf("control socket %s: send %s: %w", path, req, err)
 	}
-	var r reply
 	if err := json.NewDecoder(c).Decode(&r); err != nil {
 		if ctx.Err() != nil {
 			return reply{}, fmt.Errorf("control socket %s: no answer to %s: %w", path, req, ctx.Err())

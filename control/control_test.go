@@ -207,3 +207,28 @@ func TestNoServer(t *testing.T) {
 		t.Fatalf("Reload with no server = %v", err)
 	}
 }
+
+// TestAnswerBeforeRequest: corral refuses another user's connection by
+// answering and hanging up at once, which the client may only see after
+// its request failed to send (broken pipe). The client reports corral's
+// reason, not the broken pipe.
+func TestAnswerBeforeRequest(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := os.NewFile(uintptr(fds[0]), "server")
+	client, err := net.FileConn(os.NewFile(uintptr(fds[1]), "client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if _, err := server.WriteString(`{"error":"uid 65534 may not use the control socket of uid 0"}` + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	_, err = exchange(context.Background(), client, "/run/corral/api/control.sock", "reload")
+	if err == nil || !strings.Contains(err.Error(), "uid 65534 may not use the control socket of uid 0") {
+		t.Fatalf("exchange after corral answered and hung up: %v; want corral's reason", err)
+	}
+}
