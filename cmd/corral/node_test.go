@@ -4,10 +4,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/corraldev/corral/internal/testenv"
+	"time"
 
 	"github.com/corraldev/corral/internal/loadtest"
+	"github.com/corraldev/corral/internal/testenv"
 )
 
 // The PM2-style example runs unchanged: listen(PORT) through the preload,
@@ -59,7 +59,8 @@ func TestNodeAppWithoutReadyMessage(t *testing.T) {
 	if got := testenv.Get(t, addr); got != "ok" {
 		t.Fatalf("GET = %q", got)
 	}
-	if !strings.Contains(in.stderr.String(), "ready=listen") || !strings.Contains(in.stderr.String(), "listening: pid") {
-		t.Errorf("corral did not say it used listen readiness:\n%s", in.stderr)
-	}
+	// corral's log comes through a pipe, maybe after its status.
+	testenv.WaitFor(t, 30*time.Second, "corral to say it used listen readiness", func() bool {
+		return strings.Contains(in.stderr.String(), "ready=listen") && strings.Contains(in.stderr.String(), "listening: pid")
+	})
 }
