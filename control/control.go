@@ -216,7 +216,17 @@ func writeReply(c net.Conn, r reply) {
 
 // Reload asks the corral at path for a reload and waits for its result.
 func Reload(ctx context.Context, path string) (workers.ReloadResult, error) {
-	r, err := call(ctx, path, "reload")
+	return ReloadServedBy(ctx, path, 0)
+}
+
+// ReloadServedBy is Reload that first checks, by the socket's peer
+// credentials, that process pid serves the socket, and sends nothing
+// otherwise; pid 0 checks nothing. The unit's ExecReload=+ runs corral
+// reload as root outside the service's sandbox, while the service's own
+// user owns the directory that holds the socket: there the path alone
+// does not say who answers, the PID that systemd passes in $MAINPID does.
+func ReloadServedBy(ctx context.Context, path string, pid int) (workers.ReloadResult, error) {
+	r, err := call(ctx, path, "reload", pid)
 	if err != nil {
 		return workers.ReloadResult{}, err
 	}
@@ -228,7 +238,7 @@ func Reload(ctx context.Context, path string) (workers.ReloadResult, error) {
 
 // Status asks the corral at path for its status.
 func Status(ctx context.Context, path string) (workers.Status, error) {
-	r, err := call(ctx, path, "status")
+	r, err := call(ctx, path, "status", 0)
 	if err != nil {
 		return workers.Status{}, err
 	}
@@ -238,13 +248,20 @@ func Status(ctx context.Context, path string) (workers.Status, error) {
 	return *r.Status, nil
 }
 
-func call(ctx context.Context, path, req string) (reply, error) {
+// call sends req to the socket at path and reads the answer. With pid > 0
+// it first checks that process pid listens there.
+func call(ctx context.Context, path, req string, pid int) (reply, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
 		return reply{}, dialError(path, err)
 	}
 	defer c.Close()
+	if pid > 0 {
+		if err := servedBy(c.(*net.UnixConn), pid); err != nil {
+			return reply{}, fmt.Errorf("control socket %s: %w", path, err)
+		}
+	}
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
 	return exchange(ctx, c, path, req)
@@ -273,6 +290,31 @@ func exchange(ctx context.Context, c net.Conn, path, req string) (reply, error) 
 		return reply{}, fmt.Errorf("control socket %s: %s", path, r.Error)
 	}
 	return r, nil
+}
+
+// servedBy reports an error unless process pid listens on the socket that
+// c is connected to. SO_PEERCRED on a client's socket gives the process
+// that called listen(2), in this process's PID namespace.
+func servedBy(c *net.UnixConn, pid int) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("read the server's credentials: %w", cerr)
+	}
+	if int(cred.Pid) != pid {
+		return fmt.Errorf("served by PID %d (uid %d), not by the service's main process, PID %d ($MAINPID): "+
+			"asked nothing; check what created the socket (ls -l the path), or restart the service", cred.Pid, cred.Uid, pid)
+	}
+	return nil
 }
 
 // dialError explains a failed connection in terms of what to check.

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -68,7 +69,7 @@ func TestBadRequests(t *testing.T) {
 		"restart\n":                     `unknown request "restart"`,
 		strings.Repeat("x", 300) + "\n": "at most 256 bytes",
 	} {
-		r, err := call(context.Background(), path, strings.TrimSuffix(req, "\n"))
+		r, err := call(context.Background(), path, strings.TrimSuffix(req, "\n"), 0)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("request %.20q: %+v, %v; want %q", req, r, err, want)
 		}
@@ -230,5 +231,26 @@ func TestAnswerBeforeRequest(t *testing.T) {
 	_, err = exchange(context.Background(), client, "/run/corral/api/control.sock", "reload")
 	if err == nil || !strings.Contains(err.Error(), "uid 65534 may not use the control socket of uid 0") {
 		t.Fatalf("exchange after corral answered and hung up: %v; want corral's reason", err)
+	}
+}
+
+// TestReloadServedBy: with a PID, the reload is asked only of a socket that
+// process listens on; another's gets no request at all.
+func TestReloadServedBy(t *testing.T) {
+	path, pool := serve(t)
+	r, err := ReloadServedBy(context.Background(), path, os.Getpid())
+	if err != nil || !r.OK || pool.reloads != 1 {
+		t.Fatalf("ReloadServedBy(our own PID) = %+v, %v; %d reloads", r, err, pool.reloads)
+	}
+	other := os.Getppid()
+	_, err = ReloadServedBy(context.Background(), path, other)
+	want := fmt.Sprintf("served by PID %d (uid %d), not by the service's main process, PID %d ($MAINPID)", os.Getpid(), os.Getuid(), other)
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("ReloadServedBy(PID %d) = %v; want an error naming %s and %q", other, err, path, want)
+	}
+	// The server answers the next request; had the refused one been sent,
+	// the pool would have counted it.
+	if st, err := Status(context.Background(), path); err != nil || st.State != "running" || pool.reloads != 1 {
+		t.Fatalf("after the refusal: status %+v, %v; %d reloads, want 1", st, err, pool.reloads)
 	}
 }

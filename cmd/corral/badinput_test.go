@@ -79,3 +79,16 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadBadMainPID: corral reload reads $MAINPID, which systemd sets for
+// ExecReload=, to check who serves the control socket; a value that is no
+// PID is a usage error that names it.
+func TestReloadBadMainPID(t *testing.T) {
+	for _, v := range []string{"abc", "0", "-5"} {
+		cmd := corralCmd(t, []string{"MAINPID=" + v}, "reload", "--control", filepath.Join(t.TempDir(), "none.sock"))
+		out, _ := cmd.CombinedOutput()
+		if got := cmd.ProcessState.ExitCode(); got != 2 || !strings.Contains(string(out), `MAINPID="`+v+`" is not a process ID`) {
+			t.Errorf("MAINPID=%s: exit code %d, output:\n%s; want 2 and the value named", v, got, out)
+		}
+	}
+}

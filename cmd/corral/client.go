@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -27,7 +29,8 @@ Without: asks a running corral for a rolling reload and waits until it has
 ended. Prints the result; exits 0 when the new generation serves every slot,
 1 when the reload failed (the old workers keep serving). Use it as systemd's
 ExecReload=, so that 'systemctl reload' waits for the reload and fails when
-it failed.
+it failed. With $MAINPID set, as systemd sets it for ExecReload=, it asks
+only a control socket that the service's main process serves.
 `
 
 const statusHelp = `Usage: corral status NAME [--json] [--system | --user]
@@ -56,7 +59,13 @@ func reloadCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	r, err := control.Reload(ctx, pl.controlPath())
+	// Under systemd (ExecReload=, which runs as root outside the sandbox)
+	// only the service's main process may answer: see control.ReloadServedBy.
+	mainPID, err := mainPIDFromEnv()
+	if err != nil {
+		return err
+	}
+	r, err := control.ReloadServedBy(ctx, pl.controlPath(), mainPID)
 	if err != nil {
 		return err
 	}
@@ -65,6 +74,20 @@ func reloadCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s in %v\n", r.Message, r.Duration.Round(time.Millisecond))
 	return nil
+}
+
+// mainPIDFromEnv returns $MAINPID, which systemd sets for ExecReload= and
+// the unit's other control processes, or 0 when it is unset.
+func mainPIDFromEnv() (int, error) {
+	v, ok := os.LookupEnv("MAINPID")
+	if !ok {
+		return 0, nil
+	}
+	pid, err := strconv.Atoi(v)
+	if err != nil || pid <= 0 {
+		return 0, usagef("reload: MAINPID=%q is not a process ID: systemd sets it to the service's main process for ExecReload=; unset it to reload a corral by its control socket alone", v)
+	}
+	return pid, nil
 }
 
 // statusCommand is `corral status`.

@@ -47,7 +47,7 @@ func TestUnitsUnderAnotherName(t *testing.T) {
 				"Requires=app@%i.socket\n",
 				"After=app@%i.socket ",
 				"ExecStart=/opt/corral/bin/corral run --config /etc/corral/%i.toml\n",
-				"ExecReload=/opt/corral/bin/corral reload --config /etc/corral/%i.toml\n",
+				"ExecReload=+/opt/corral/bin/corral reload --config /etc/corral/%i.toml\n",
 				"RuntimeDirectory=corral/%i\n",
 				"Environment=CORRAL_UNIT=%n\n",
 			},

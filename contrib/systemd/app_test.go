@@ -50,7 +50,7 @@ type appOptions struct {
 
 // installApp installs the shipped units, as a user manager can run them,
 // and a config for the app "api", and reloads the manager.
-func installApp(t *testing.T, m *manager, opts appOptions) *app {
+func installApp(t testing.TB, m *manager, opts appOptions) *app {
 	t.Helper()
 	corral, hello := buildBinaries(t)
 	if opts.template == "" {
@@ -90,7 +90,7 @@ func installApp(t *testing.T, m *manager, opts appOptions) *app {
 // forUserManager returns a shipped unit as the tests run it: paths under
 // /etc/corral and /run/corral moved into the manager's directories, and the
 // directives of userManagerUnsupported dropped. Nothing else changes.
-func forUserManager(t *testing.T, name, text string, m *manager) string {
+func forUserManager(t testing.TB, name, text string, m *manager) string {
 	t.Helper()
 	moves := map[string]string{".service": "/etc/corral/", ".socket": "/run/corral/"}
 	for suffix, path := range moves {
@@ -118,7 +118,7 @@ func (a *app) control() string {
 }
 
 // writeConfig writes the app's config file: instances workers of command.
-func (a *app) writeConfig(t *testing.T, instances int, command ...string) {
+func (a *app) writeConfig(t testing.TB, instances int, command ...string) {
 	t.Helper()
 	quoted := make([]string, len(command))
 	for i, c := range command {
@@ -133,7 +133,7 @@ func (a *app) writeConfig(t *testing.T, instances int, command ...string) {
 
 // status asks corral for its status over the control socket, as `corral
 // status` does.
-func (a *app) status(t *testing.T) workers.Status {
+func (a *app) status(t testing.TB) workers.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -177,7 +177,7 @@ func (a *app) client() *http.Client {
 }
 
 // get makes one request on a new connection and returns the body.
-func (a *app) get(t *testing.T) string {
+func (a *app) get(t testing.TB) string {
 	t.Helper()
 	host := a.addr
 	if host == "" {
@@ -202,7 +202,7 @@ type process struct {
 }
 
 // watch opens pidfds for pids; they are closed when t ends.
-func watch(t *testing.T, pids ...int) []process {
+func watch(t testing.TB, pids ...int) []process {
 	t.Helper()
 	var ps []process
 	for _, pid := range pids {
@@ -218,7 +218,7 @@ func watch(t *testing.T, pids ...int) []process {
 
 // waitExited waits until every process in ps has exited: a pidfd turns
 // readable then. It fails t after timeout.
-func waitExited(t *testing.T, timeout time.Duration, ps []process) {
+func waitExited(t testing.TB, timeout time.Duration, ps []process) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

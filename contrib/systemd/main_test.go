@@ -223,7 +223,7 @@ var binaries struct {
 }
 
 // buildBinaries builds corral and examples/hello into the base directory.
-func buildBinaries(t *testing.T) (corral, hello string) {
+func buildBinaries(t testing.TB) (corral, hello string) {
 	t.Helper()
 	binaries.once.Do(func() {
 		dir := filepath.Join(base, "bin")
@@ -246,7 +246,7 @@ func buildBinaries(t *testing.T) (corral, hello string) {
 
 // requireSystemd ends the test with testenv.Missing when it cannot run
 // here.
-func requireSystemd(t *testing.T) {
+func requireSystemd(t testing.TB) {
 	t.Helper()
 	if skipReason != "" {
 		testenv.Missing(t, "%s", skipReason)

@@ -44,7 +44,7 @@ var managers atomic.Int64
 
 // startManager starts a user manager for t, stopped when t ends; the stop
 // fails t if a process of any unit outlives the manager.
-func startManager(t *testing.T) *manager {
+func startManager(t testing.TB) *manager {
 	t.Helper()
 	requireSystemd(t)
 	name := strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()) + "-" + strconv.FormatInt(managers.Add(1), 10)
@@ -130,7 +130,7 @@ func cleanEnv() []string {
 
 // stop stops the manager, which stops every unit, and fails t if any
 // process is left in its cgroup.
-func (m *manager) stop(t *testing.T) {
+func (m *manager) stop(t testing.TB) {
 	m.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-m.done:
@@ -151,7 +151,7 @@ func (m *manager) stop(t *testing.T) {
 }
 
 // dumpLogs logs what the manager and the units wrote.
-func (m *manager) dumpLogs(t *testing.T) {
+func (m *manager) dumpLogs(t testing.TB) {
 	if b, err := os.ReadFile(kmsg); err == nil && int64(len(b)) >= m.logStart {
 		t.Logf("user manager log:\n%s", b[m.logStart:])
 	}
@@ -174,7 +174,7 @@ func (m *manager) systemctl(args ...string) (string, error) {
 }
 
 // mustSystemctl runs systemctl and fails t if it fails.
-func (m *manager) mustSystemctl(t *testing.T, args ...string) string {
+func (m *manager) mustSystemctl(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := m.systemctl(args...)
 	if err != nil {
@@ -202,7 +202,7 @@ func (m *manager) props(unit string, props ...string) (map[string]string, error)
 }
 
 // show is props, failing t on an error.
-func (m *manager) show(t *testing.T, unit string, props ...string) map[string]string {
+func (m *manager) show(t testing.TB, unit string, props ...string) map[string]string {
 	t.Helper()
 	vals, err := m.props(unit, props...)
 	if err != nil {
@@ -212,7 +212,7 @@ func (m *manager) show(t *testing.T, unit string, props ...string) map[string]st
 }
 
 // unitProcs returns the PIDs in unit's cgroup.
-func (m *manager) unitProcs(t *testing.T, unit string) []int {
+func (m *manager) unitProcs(t testing.TB, unit string) []int {
 	t.Helper()
 	cg := m.show(t, unit, "ControlGroup")["ControlGroup"]
 	if cg == "" {

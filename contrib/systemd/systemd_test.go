@@ -23,7 +23,7 @@ import (
 var greeting = regexp.MustCompile(`^hello from worker (\d+) \(pid (\d+), generation (\d+)\)\n$`)
 
 // pidOf returns the worker PID in a greeting.
-func pidOf(t *testing.T, body string) int {
+func pidOf(t testing.TB, body string) int {
 	t.Helper()
 	m := greeting.FindStringSubmatch(body)
 	if m == nil {
@@ -112,7 +112,7 @@ func TestStartBySocket(t *testing.T) {
 // waitActive waits until systemd calls unit active. A worker may answer
 // a request before corral learned it is online: the socket accepts
 // connections whether the service is ready or not.
-func waitActive(t *testing.T, m *manager, unit string) map[string]string {
+func waitActive(t testing.TB, m *manager, unit string) map[string]string {
 	t.Helper()
 	var p map[string]string
 	testenv.WaitFor(t, 30*time.Second, unit+" to be active", func() bool {
@@ -149,7 +149,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 }
 
-func reloadUnderLoad(t *testing.T, n, reloads int) {
+func reloadUnderLoad(t testing.TB, n, reloads int) {
 	m := startManager(t)
 	a := installApp(t, m, appOptions{instances: n})
 	m.mustSystemctl(t, "start", a.service()) // Requires= starts the socket first
@@ -200,7 +200,7 @@ func spread(ds []time.Duration) string {
 
 // checkGeneration fails t unless st shows n online workers, all of
 // generation gen; the workers they replaced may still be draining.
-func checkGeneration(t *testing.T, st workers.Status, n, gen int) {
+func checkGeneration(t testing.TB, st workers.Status, n, gen int) {
 	t.Helper()
 	if st.State != "running" || st.Generation != gen || st.Online != n {
 		t.Fatalf("after the reload: %s, generation %d, %d online; want running, %d, %d (%q)",
@@ -443,7 +443,7 @@ type load struct {
 
 // startLoad sends requests to a from 4 clients that open a connection per
 // request and 4 that keep theirs alive.
-func startLoad(t *testing.T, a *app) *load {
+func startLoad(t testing.TB, a *app) *load {
 	l := &load{l: loadtest.Start(a.addr, 4, 4)}
 	t.Cleanup(func() { l.stop() })
 	return l
