@@ -1,13 +1,12 @@
 package apps
 
 import (
-	"bufio"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/corraldev/corral/cgroup"
 	cproc "github.com/corraldev/corral/internal/proc"
 )
 
@@ -66,56 +65,14 @@ func (t procTable) sum(pids []int) (cpuNs, rss uint64) {
 	return cpuNs, rss
 }
 
-// unifiedRoot returns where the cgroup v2 hierarchy is mounted: the
-// whole of /sys/fs/cgroup, or its unified/ part on a hybrid system.
-func unifiedRoot() string {
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		return "/sys/fs/cgroup"
-	}
-	return "/sys/fs/cgroup/unified"
-}
-
 // cgroupPIDs returns the processes in the cgroup path (a unit's
-// ControlGroup) and below it.
+// ControlGroup) and below it; none if it is gone.
 func cgroupPIDs(path string) []int {
 	if path == "" {
 		return nil
 	}
-	var pids []int
-	filepath.WalkDir(filepath.Join(unifiedRoot(), path), func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.Name() != "cgroup.procs" {
-			return nil
-		}
-		b, _ := os.ReadFile(p)
-		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-		return nil
-	})
+	pids, _ := cgroup.Procs(path)
 	return pids
-}
-
-// cgroupCPU returns the CPU time of a cgroup from its cpu.stat, which
-// cgroup v2 keeps whether or not the cpu controller is on.
-func cgroupCPU(path string) (uint64, bool) {
-	if path == "" {
-		return 0, false
-	}
-	f, err := os.Open(filepath.Join(unifiedRoot(), path, "cpu.stat"))
-	if err != nil {
-		return 0, false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "usage_usec "); ok {
-			us, err := strconv.ParseUint(v, 10, 64)
-			return us * 1000, err == nil
-		}
-	}
-	return 0, false
 }
 
 // listenerProcess returns a process that holds a TCP socket listening on

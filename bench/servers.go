@@ -15,9 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/corraldev/corral/internal/loadtest"
@@ -245,7 +243,8 @@ func measureServer(ctx context.Context, sc serversConfig, e *env, c serverCase) 
 	if err != nil {
 		return nil, nil, err
 	}
-	t := &serverTarget{e: e, dir: dir, port: port, flags: c.flags, argv: c.argv(e, dir, port)}
+	t := newCorral(e, dir, port, c.argv(e, dir, port)...)
+	t.flags = append([]string{"-C", dir}, c.flags...) // the default stop timeout, as a user has it
 	if corral, err = reloadUnderLoad(ctx, sc, t, port); err != nil {
 		return nil, nil, fmt.Errorf("under corral: %w (logs in %s)", err, dir)
 	}
@@ -340,61 +339,6 @@ func timedReload(ctx context.Context, t target) (float64, error) {
 	t0 := time.Now()
 	err := t.reload(ctx)
 	return ms(time.Since(t0)), err
-}
-
-// serverTarget runs a case's workers under `corral run` with its flags.
-type serverTarget struct {
-	e       *env
-	dir     string
-	port    int
-	flags   []string
-	argv    []string
-	cmd     *exec.Cmd
-	waited  chan struct{}
-	control string
-}
-
-func (t *serverTarget) start(ctx context.Context) error {
-	t.control = filepath.Join(t.dir, "control.sock")
-	p := strconv.Itoa(t.port)
-	args := append([]string{"run", "-i", strconv.Itoa(t.e.workers), "--listen", "127.0.0.1:" + p,
-		"--control", t.control, "-e", "PORT=" + p, "-C", t.dir}, t.flags...)
-	t.cmd = t.e.command(t.dir, "corral.log", t.e.corral, append(append(args, "--"), t.argv...)...)
-	if err := t.cmd.Start(); err != nil {
-		return fmt.Errorf("start corral: %w", err)
-	}
-	t.waited = make(chan struct{})
-	go func() { t.cmd.Wait(); close(t.waited) }()
-	return nil
-}
-
-func (t *serverTarget) supervisor() int { return t.cmd.Process.Pid }
-func (t *serverTarget) roots() []int    { return []int{t.cmd.Process.Pid} }
-
-func (t *serverTarget) reload(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, t.e.corral, "reload", "--control", t.control).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("corral reload: %w: %s", err, out)
-	}
-	return nil
-}
-
-func (t *serverTarget) stop() error {
-	if t.cmd == nil || t.cmd.Process == nil {
-		return nil
-	}
-	pids := tree(t.cmd.Process.Pid)
-	t.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-t.waited:
-	case <-time.After(40 * time.Second):
-	}
-	if !waitGone(pids, 2*time.Second) {
-		return killAll(pids)
-	}
-	return nil
 }
 
 // writeServers writes docs/servers.json and rewrites the table of

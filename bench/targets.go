@@ -56,20 +56,22 @@ type corralTarget struct {
 	dir     string
 	port    int
 	argv    []string // the worker command
+	flags   []string // corral run's flags beyond the listen address and the control socket
 	cmd     *exec.Cmd
 	waited  chan struct{}
 	control string
 }
 
 func newCorral(e *env, dir string, port int, argv ...string) *corralTarget {
-	return &corralTarget{e: e, dir: dir, port: port, argv: argv, control: filepath.Join(dir, "control.sock")}
+	return &corralTarget{e: e, dir: dir, port: port, argv: argv, control: filepath.Join(dir, "control.sock"),
+		flags: []string{"--stop-timeout", "5s"}}
 }
 
 func (t *corralTarget) start(ctx context.Context) error {
 	p := strconv.Itoa(t.port)
-	args := []string{"run", "-i", strconv.Itoa(t.e.workers), "--listen", "127.0.0.1:" + p,
-		"--control", t.control, "--stop-timeout", "5s", "-e", "PORT=" + p, "--"}
-	t.cmd = t.e.command(t.dir, "corral.log", t.e.corral, append(args, t.argv...)...)
+	args := append([]string{"run", "-i", strconv.Itoa(t.e.workers), "--listen", "127.0.0.1:" + p,
+		"--control", t.control, "-e", "PORT=" + p}, t.flags...)
+	t.cmd = t.e.command(t.dir, "corral.log", t.e.corral, append(append(args, "--"), t.argv...)...)
 	if err := t.cmd.Start(); err != nil {
 		return fmt.Errorf("start corral: %w", err)
 	}
@@ -82,7 +84,7 @@ func (t *corralTarget) supervisor() int { return t.cmd.Process.Pid }
 func (t *corralTarget) roots() []int    { return []int{t.cmd.Process.Pid} }
 
 func (t *corralTarget) reload(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, t.e.corral, "reload", "--control", t.control).CombinedOutput()
 	if err != nil {
@@ -99,7 +101,7 @@ func (t *corralTarget) stop() error {
 	t.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-t.waited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(40 * time.Second): // above corral's default stop timeout, 30s
 	}
 	if !waitGone(pids, 2*time.Second) {
 		return killAll(pids)

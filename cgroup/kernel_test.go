@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -154,5 +155,34 @@ func TestProcessTree(t *testing.T) {
 	}
 	if _, err := ProcessTree(1 << 30); err == nil {
 		t.Error("ProcessTree of no process succeeded")
+	}
+}
+
+// TestProcs: a unit's processes are those in its cgroup and in every
+// cgroup below it, and none beside it.
+func TestProcs(t *testing.T) {
+	dir := cgtest.Dir(t, false)
+	deep := filepath.Join(dir, "corral", "api.worker0.gen1")
+	beside := dir + "-beside"
+	for _, d := range []string{deep, beside} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { os.Remove(beside) })
+	top, below := startIn(t, dir, "echo; exec sleep 600"), startIn(t, deep, "echo; exec sleep 600")
+	other := startIn(t, beside, "echo; exec sleep 600") // killed and reaped before beside is removed
+	got, err := Procs(cgtest.Path(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	want := []int{top.Process.Pid, below.Process.Pid}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("Procs(%s) = %v, want %v (and not %d, in the cgroup beside it)", cgtest.Path(dir), got, want, other.Process.Pid)
+	}
+	if _, err := Procs(cgtest.Path(dir) + "-gone"); err == nil {
+		t.Error("Procs of a cgroup that does not exist: no error")
 	}
 }

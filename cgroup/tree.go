@@ -36,7 +36,7 @@ var mounts = []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}
 // here (ProtectControlGroups= without ReadWritePaths=), or a kernel
 // without cgroup.kill (before Linux 5.14). Nothing is changed then.
 func Open() (*Tree, error) {
-	mount, err := unifiedMount()
+	mount, err := UnifiedMount()
 	if err != nil {
 		return nil, err
 	}
@@ -51,8 +51,9 @@ func Open() (*Tree, error) {
 	return OpenAt(mount, path, os.Getpid())
 }
 
-// unifiedMount returns where the cgroup v2 hierarchy is mounted.
-func unifiedMount() (string, error) {
+// UnifiedMount returns where the cgroup v2 hierarchy is mounted: all of
+// /sys/fs/cgroup, or its unified/ part on a hybrid system.
+func UnifiedMount() (string, error) {
 	for _, m := range mounts {
 		var st unix.Statfs_t
 		if unix.Statfs(m, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
@@ -178,4 +179,37 @@ func writeFile(path, s string) error {
 		err = cerr
 	}
 	return err
+}
+
+// Procs returns the processes in the v2 cgroup at path, relative to the
+// unified mount as systemd's ControlGroup property gives it, and in every
+// cgroup below it: a unit's processes, whoever made its sub-cgroups.
+func Procs(path string) ([]int, error) {
+	mount, err := UnifiedMount()
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	var buf []byte
+	root := filepath.Join(mount, path)
+	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			if p != root && errors.Is(err, os.ErrNotExist) {
+				return nil // removed while we walked
+			}
+			return err
+		}
+		if d.Name() == "cgroup.procs" {
+			found, err := readPIDs(p, buf)
+			if errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT) {
+				return nil // removed while we walked
+			}
+			if err != nil {
+				return err
+			}
+			pids = append(pids, found...)
+		}
+		return nil
+	})
+	return pids, err
 }

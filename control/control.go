@@ -187,21 +187,29 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn, h Handler) {
 	}
 }
 
-// allowed reports an error unless the peer is corral's own user or root.
-func allowed(c *net.UnixConn) error {
+// peer returns the credentials of the process at the other end of c: the
+// client that connected, or, on a client's socket, the server that
+// called listen(2).
+func peer(c *net.UnixConn) (*unix.Ucred, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return err
+		return nil, err
 	}
-	if cerr != nil {
-		return fmt.Errorf("read peer credentials: %w", cerr)
+	return cred, cerr
+}
+
+// allowed reports an error unless the peer is corral's own user or root.
+func allowed(c *net.UnixConn) error {
+	cred, err := peer(c)
+	if err != nil {
+		return fmt.Errorf("read peer credentials: %w", err)
 	}
 	if uid := os.Getuid(); int(cred.Uid) != uid && cred.Uid != 0 {
 		return fmt.Errorf("uid %d may not use the control socket of uid %d", cred.Uid, uid)
@@ -296,19 +304,9 @@ func exchange(ctx context.Context, c net.Conn, path, req string) (reply, error) 
 // c is connected to. SO_PEERCRED on a client's socket gives the process
 // that called listen(2), in this process's PID namespace.
 func servedBy(c *net.UnixConn, pid int) error {
-	raw, err := c.SyscallConn()
+	cred, err := peer(c)
 	if err != nil {
-		return err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return err
-	}
-	if cerr != nil {
-		return fmt.Errorf("read the server's credentials: %w", cerr)
+		return fmt.Errorf("read the server's credentials: %w", err)
 	}
 	if int(cred.Pid) != pid {
 		return fmt.Errorf("served by PID %d (uid %d), not by the service's main process, PID %d ($MAINPID): "+

@@ -146,19 +146,8 @@ func TestDatagramSocketActivation(t *testing.T) {
 		}
 		return err != nil
 	})
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.Write([]byte("first")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 256)
-	n, err := c.Read(buf)
-	if err != nil || !strings.HasPrefix(string(buf[:n]), "first from worker ") {
-		t.Fatalf("the first datagram, which started corral: answer %q, %v", buf[:n], err)
+	if got, err := testenv.AskUDP(addr, "first"); err != nil || !strings.HasPrefix(got, "first from worker ") {
+		t.Fatalf("the first datagram, which started corral: answer %q, %v", got, err)
 	}
 	st := waitServing(t, in, 2)
 	d, err := loadtest.DatagramOptions{Addr: addr, Rate: udpRate}.Start()

@@ -165,6 +165,27 @@ func spread(ds []time.Duration) string {
 // least, and answered by at least minPIDs workers. (Over 20 reloads, 42
 // workers run; one that is replaced a few milliseconds after it came
 // online may have read nothing.)
+// reloadsUnderDatagrams reloads the 2 workers of in 20 times while a
+// client sends numbered datagrams to addr: every datagram is answered
+// once, the load reaches every generation's workers, and every worker is
+// replaced. It returns the status of the last generation.
+func reloadsUnderDatagrams(t *testing.T, in *instance, addr, what string) workers.Status {
+	t.Helper()
+	before := waitServing(t, in, 2)
+	d := startDatagrams(t, "udp", addr)
+	waitAnswered(t, d, pidList(before))
+	took := reloadN(t, in, 20)
+	after := waitServing(t, in, 2)
+	waitAnswered(t, d, pidList(after)) // the load reached the last generation
+	r, err := d.Stop()
+	checkDatagrams(t, what, r, err, 21)
+	t.Logf("reloads took %s", spread(took))
+	if after.Generation != 21 || slices.ContainsFunc(pidList(after), func(pid int) bool { return slices.Contains(pidList(before), pid) }) {
+		t.Errorf("workers not replaced: %v -> %v (generation %d)", pidList(before), pidList(after), after.Generation)
+	}
+	return after
+}
+
 func checkDatagrams(t *testing.T, what string, r loadtest.DatagramReport, err error, minPIDs int) {
 	t.Helper()
 	t.Logf("%s: %d datagrams sent in %v (%.0f/s), %d answered, %d lost (the kernel dropped %d at the workers' full buffer, %d answers at the client's), %d duplicated, %d stray; max wait for an answer %v; answered by %d workers",
@@ -188,18 +209,7 @@ func TestUDPReloadsLoseNothing(t *testing.T) {
 	echo := buildUDPEcho(t)
 	addr := testenv.FreeUDPAddr(t)
 	in := runCorral(t, nil, "-i", "2", "--listen", "udp:"+addr, "--receive-buffer", udpBuffer, "--", echo)
-	before := waitServing(t, in, 2)
-	d := startDatagrams(t, "udp", addr)
-	waitAnswered(t, d, pidList(before))
-	took := reloadN(t, in, 20)
-	after := waitServing(t, in, 2)
-	waitAnswered(t, d, pidList(after)) // the load reached the last generation
-	r, err := d.Stop()
-	checkDatagrams(t, "20 reloads of udp-echo", r, err, 21)
-	t.Logf("reloads took %s", spread(took))
-	if after.Generation != 21 || slices.ContainsFunc(pidList(after), func(pid int) bool { return slices.Contains(pidList(before), pid) }) {
-		t.Errorf("workers not replaced: %v -> %v (generation %d)", pidList(before), pidList(after), after.Generation)
-	}
+	reloadsUnderDatagrams(t, in, addr, "20 reloads of udp-echo")
 }
 
 // TestUDPBrokenRelease: 20 back-to-back reloads to a release that exits at
@@ -262,18 +272,7 @@ func TestNodeDgramReloadsLoseNothing(t *testing.T) {
 	}
 	write("")
 	in := runCorral(t, nil, "--config", conf)
-	before := waitServing(t, in, 2)
-	d := startDatagrams(t, "udp", addr)
-	waitAnswered(t, d, pidList(before))
-	took := reloadN(t, in, 20)
-	after := waitServing(t, in, 2)
-	waitAnswered(t, d, pidList(after)) // the load reached the last generation
-	r, err := d.Stop()
-	checkDatagrams(t, "20 reloads of the Node dgram app", r, err, 21)
-	t.Logf("reloads took %s", spread(took))
-	if after.Generation != 21 || slices.ContainsFunc(pidList(after), func(pid int) bool { return slices.Contains(pidList(before), pid) }) {
-		t.Errorf("workers not replaced: %v -> %v (generation %d)", pidList(before), pidList(after), after.Generation)
-	}
+	after := reloadsUnderDatagrams(t, in, addr, "20 reloads of the Node dgram app")
 	if n := strings.Count(in.stderr.String(), "after 'shutdown'; sending"); n > 0 {
 		t.Errorf("%d old workers needed the stop signal: the drained app should exit on 'shutdown'", n)
 	}

@@ -53,19 +53,8 @@ func TestDatagramSocketUnit(t *testing.T) {
 	m.mustSystemctl(t, "daemon-reload")
 	m.mustSystemctl(t, "start", a.socket())
 
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.Write([]byte("first")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 256)
-	n, err := c.Read(buf)
-	if err != nil || !strings.HasPrefix(string(buf[:n]), "first from worker ") {
-		t.Fatalf("the datagram that started the service: answer %q, %v", buf[:n], err)
+	if got, err := testenv.AskUDP(addr, "first"); err != nil || !strings.HasPrefix(got, "first from worker ") {
+		t.Fatalf("the datagram that started the service: answer %q, %v", got, err)
 	}
 	waitActive(t, m, a.service())
 	log := filepath.Join(m.dir, a.service()+".log")

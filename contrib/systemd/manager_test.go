@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/corraldev/corral/cgroup"
 	"github.com/corraldev/corral/internal/proc"
 	"github.com/corraldev/corral/internal/testenv"
 )
@@ -341,29 +342,16 @@ func cgroupParent() (map[string]string, string, error) {
 	return h, parent, nil
 }
 
-// unifiedMount returns where the unified (v2) hierarchy is mounted.
+// unifiedMount returns where the unified (v2) hierarchy is mounted, or ""
+// on a system without one.
 func unifiedMount() string {
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		return "/sys/fs/cgroup"
-	}
-	return "/sys/fs/cgroup/unified"
+	m, _ := cgroup.UnifiedMount()
+	return m
 }
 
 // cgroupProcs returns the PIDs in the v2 cgroup path and below it.
 func cgroupProcs(path string) []int {
-	var pids []int
-	filepath.WalkDir(filepath.Join(unifiedMount(), path), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.Name() != "cgroup.procs" {
-			return nil
-		}
-		b, _ := os.ReadFile(p)
-		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-		return nil
-	})
+	pids, _ := cgroup.Procs(path)
 	return pids
 }
 

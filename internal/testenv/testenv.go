@@ -173,6 +173,23 @@ func Get(t testing.TB, addr string) string {
 	return string(body)
 }
 
+// AskUDP sends msg in one datagram to addr and returns the answer, giving
+// up after 30 s (time enough for it to start a socket-activated service).
+func AskUDP(addr, msg string) (string, error) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	return string(buf[:n]), err
+}
+
 // Gate makes a FIFO at path that a worker opens and reads, blocking there
 // until the test calls OpenGate: a worker held at a point of the test's
 // choosing without a sleep on either side.
